@@ -101,6 +101,18 @@ class Benchmark(abc.ABC):
             return {k: self.to(v, device) for k, v in batch.items()}
         return batch
 
+    #: the profile the benchmark was built with ("fast": CPU-sized embedded default; "paper")
+    profile: str = "fast"
+
+    def training(self) -> dict[str, Any]:
+        """Defaults of :func:`mtl_src.train.train` for this benchmark and profile (epochs, batch_size,
+        lr, optimizer, weight_decay, lr_schedule), as the papers' public code trains it."""
+        return {"epochs": 1, "batch_size": 64, "lr": 1e-3}
+
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the data and the model (keys the single-task-baseline cache)."""
+        return {"name": self.name, "profile": self.profile}
+
     def kpis(self, values: dict[str, float]) -> Tensor | None:
         """Per-task key performance indicators in [0, 1] (higher = better) for DTP; None if undefined."""
         return None
