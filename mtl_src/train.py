@@ -317,7 +317,9 @@ def train(
         _set_rng_state(ck["rng"])
     wants_feedback = type(m).observe is not Method.observe
     fb_split = "val" if "val" in data else "train"
-    loaders = {s: DataLoader(data[s], batch_size=batch_size, shuffle=False) for s in set(eval_splits) | {fb_split}}
+    collate = getattr(benchmark, "collate", None)  # e.g. graphs (QM9) batch with their own collate
+    loaders = {s: DataLoader(data[s], batch_size=batch_size, shuffle=False, collate_fn=collate)
+               for s in set(eval_splits) | {fb_split}}
     base = {"benchmark": benchmark.name, "method": method, "seed": seed}
 
     def record(epoch: int, split: str, values: dict[str, float]) -> None:
@@ -335,7 +337,7 @@ def train(
             "optimizer", clock["timer"].total.get("optimizer", 0.0) + _time.perf_counter() - clock["t0"]))
     for epoch in range(start, epochs):
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # resumable shuffle
-        train_loader = DataLoader(data["train"], batch_size=batch_size, shuffle=True, generator=g)
+        train_loader = DataLoader(data["train"], batch_size=batch_size, shuffle=True, generator=g, collate_fn=collate)
         model.train()
         timer = clock["timer"] = _Timer()
         loss_sum = torch.zeros(benchmark.K, dtype=torch.float64)

@@ -113,6 +113,9 @@ class Benchmark(abc.ABC):
         """Everything that determines the data and the model (keys the single-task-baseline cache)."""
         return {"name": self.name, "profile": self.profile}
 
+    #: optional ``collate_fn`` for every DataLoader of this benchmark (graphs, ragged inputs); None = default
+    collate: Any = None
+
     def kpis(self, values: dict[str, float]) -> Tensor | None:
         """Per-task key performance indicators in [0, 1] (higher = better) for DTP; None if undefined."""
         return None
