@@ -23,7 +23,8 @@ from typing import Any
 
 __all__ = ["main", "read_parameters", "validate", "ParameterError"]
 
-COUNT_NAMES = {"iterations", "epochs", "seeds", "n_seeds", "draws", "n_draws", "batch_size"}
+COUNT_NAMES = {"iterations", "epochs", "n_seeds", "draws", "n_draws", "batch_size"}
+PROFILES = ("fast", "paper")
 
 
 class ParameterError(ValueError):
@@ -97,7 +98,8 @@ def validate(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, A
             )
         if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
             value = int(value)
-        if name in COUNT_NAMES and (not isinstance(value, int) or value < 0):
+        if (name in COUNT_NAMES or (name == "seeds" and not isinstance(value, (list, tuple)))) and (
+                not isinstance(value, int) or value < 0):
             raise ParameterError(f"parameter {name!r} must be a non-negative integer, got {value!r}")
         if name == "device":
             try:
@@ -107,9 +109,27 @@ def validate(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, A
         if name in ("methods", "method"):
             for m in [value] if isinstance(value, str) else value:
                 try:
-                    methods.get(m)
-                except ValueError as err:
+                    methods.make(m)
+                except (ValueError, TypeError) as err:
                     raise ParameterError(str(err)) from None
+        if name == "benchmark":
+            from . import benchmarks
+
+            try:
+                benchmarks.get(value)
+            except ValueError as err:
+                raise ParameterError(str(err)) from None
+        if name == "profile" and value not in PROFILES:
+            raise ParameterError(f"unknown profile {value!r}; use one of {', '.join(PROFILES)} (-p profile paper)")
+        if name == "seeds" and isinstance(value, (list, tuple)):
+            if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+                raise ParameterError(f"parameter 'seeds' must be a non-empty list of non-negative integers, got {value!r}")
+            value = list(value)
+        if name == "data_root" and value is not None and not Path(str(value)).expanduser().is_dir():
+            raise ParameterError(
+                f"data_root {value!r} is not a directory; create it or prepare the data with data_scripts/ "
+                "(see data_scripts/README.md)"
+            )
         clean[name] = list(value) if isinstance(value, tuple) else value
     return clean
 
@@ -120,12 +140,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="override a parameter (VALUE is parsed as YAML: 3, 1e-3, cuda, [ls, mgda])")
     ap.add_argument("--out-dir", type=Path, default=None, help="run folder (default results/runs/<name>-<time>)")
+    ap.add_argument("--profile", choices=PROFILES, default=None,
+                    help="named profile of an experiment notebook (same as -p profile NAME): fast = the "
+                         "embedded CPU defaults the book executes, paper = the papers' epochs and seeds (GPU)")
     ap.add_argument("--dry-run", action="store_true", help="validate and print the parameters, run nothing")
     args = ap.parse_args(argv)
     try:
         nb = _load_notebook(args.notebook)
         defaults = read_parameters(nb)
-        overrides = validate(defaults, {k: _parse_value(v) for k, v in args.parameter})
+        given = {k: _parse_value(v) for k, v in args.parameter}
+        if args.profile is not None:
+            if "profile" not in defaults:
+                raise ParameterError(f"{args.notebook} has no 'profile' parameter; --profile applies to experiment notebooks")
+            if given.get("profile", args.profile) != args.profile:
+                raise ParameterError(f"--profile {args.profile} contradicts -p profile {given['profile']}")
+            given["profile"] = args.profile
+        overrides = validate(defaults, given)
     except ParameterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

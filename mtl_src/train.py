@@ -150,7 +150,9 @@ class RunResult:
 
     ``split`` is "train"/"val"/"test" for metrics, "train" for the mean training loss per task
     (metric ``loss``), and "timing" for the mean seconds per step of each phase (metric
-    ``time_forward``, ``time_backward``, ``time_aggregation``, ``time_optimizer``, ``time_step``).
+    ``time_forward``, ``time_backward``, ``time_aggregation``, ``time_optimizer``, ``time_step``),
+    and "diagnostics" for the epoch means of what the method reports per step (``StepResult.info``:
+    task weights, number of task groups, Phase 1/2 share, ...).
     """
 
     rows: list[dict[str, Any]]
@@ -341,6 +343,7 @@ def train(
         model.train()
         timer = clock["timer"] = _Timer()
         loss_sum = torch.zeros(benchmark.K, dtype=torch.float64)
+        info_sum: dict[str, float] = {}
         n_steps = 0
         for batch in tqdm(train_loader, disable=not progress, desc=f"{method} epoch {epoch + 1}/{epochs}"):
             batch = benchmark.to(batch, dev)
@@ -360,12 +363,16 @@ def train(
             step = timer.wrap("step", m.step)
             res = step(ctx)
             loss_sum += res.losses.double().cpu()
+            for k, v in res.info.items():  # method diagnostics (weights, groups, phase), epoch means
+                info_sum[k] = info_sum.get(k, 0.0) + float(v)
             n_steps += 1
         m.__dict__.pop("aggregate", None)  # drop the timing wrapper (instance attribute) before pickling
         if sched is not None:
             sched.step()
         mean_loss = loss_sum / max(n_steps, 1)
         record(epoch + 1, "train", {f"loss_{t}": float(l) for t, l in zip(benchmark.tasks, mean_loss)})
+        if info_sum:
+            record(epoch + 1, "diagnostics", {k: v / max(n_steps, 1) for k, v in info_sum.items()})
         t = timer.total
         t["backward"] = t.get("step", 0.0) - sum(t.get(k, 0.0) for k in ("forward", "aggregation", "optimizer"))
         for k in ("forward", "backward", "aggregation", "optimizer", "step"):

@@ -229,3 +229,12 @@ def adversarial_G(draw):
 def test_property_no_nan_ever(name, G):
     d = methods.make(name)(G)
     assert bool(torch.isfinite(d).all())
+
+
+@pytest.mark.parametrize("name", methods.available())
+def test_every_hyperparameter_has_a_default(name):
+    import inspect
+
+    hp = methods.hyperparameters(name)
+    assert all(v is not inspect.Parameter.empty for v in hp.values()), hp
+    methods.make(name)  # the authors' defaults build the method

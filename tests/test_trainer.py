@@ -53,7 +53,11 @@ def test_rows_are_tidy_and_complete(method):
     res = train(TinyRegression(), method, epochs=2, batch_size=16, lr=1e-2)
     df = res.frame()
     assert list(df.columns) == RESULT_COLUMNS
-    assert set(df.split) == {"train", "test", "timing"}
+    expected = {"train", "test", "timing"} | ({"diagnostics"} if method != "ls" else set())
+    assert set(df.split) == expected
+    if method != "ls":  # Gramian weightings log their weights alpha_i, averaged over the epoch's steps
+        diag = df[(df.split == "diagnostics") & (df.epoch == 1)].set_index("metric").value
+        assert set(diag.index) == {"alpha_0", "alpha_1", "alpha_2"} and np.isfinite(diag).all()
     test = df[df.split == "test"]
     assert len(test) == 2 * 3 and set(test.metric) == {"mae_t0", "mae_t1", "mae_t2"}
     timing = df[(df.split == "timing") & (df.epoch == 2)].set_index("metric").value

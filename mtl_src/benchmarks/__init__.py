@@ -57,7 +57,8 @@ def get(name: str) -> type[Benchmark]:
 def options(name: str) -> dict[str, Any]:
     """The constructor options of a benchmark and their defaults."""
     sig = inspect.signature(get(name).__init__)
-    return {k: p.default for k, p in sig.parameters.items() if k != "self"}
+    return {k: p.default for k, p in sig.parameters.items()
+            if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
 def make(name: str, **kw: Any) -> Benchmark:

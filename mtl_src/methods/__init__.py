@@ -22,7 +22,7 @@ from .base import (
 )
 
 __all__ = [
-    "make", "available", "register", "get", "hyperparameters",
+    "make", "available", "register", "get", "hyperparameters", "parse_spec",
     "Method", "Aggregator", "GramianWeighting", "LossWeighting", "Forward", "StepContext", "StepResult",
     "Feedback", "SolverWarning",
 ]
@@ -65,11 +65,41 @@ def get(name: str) -> type[Method]:
 def hyperparameters(name: str) -> dict[str, Any]:
     """The hyperparameters of a method and their defaults."""
     sig = inspect.signature(get(name).__init__)
-    return {k: p.default for k, p in sig.parameters.items() if k != "self"}
+    return {k: p.default for k, p in sig.parameters.items()
+            if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """A method spec -> (registered name, hyperparameters).
+
+    ``"name"`` is the method with its defaults; ``"name:value"`` also sets its *first* hyperparameter,
+    so ``"pi:nash_mtl"`` is PI-Nash-MTL (``base="nash_mtl"``) and ``"stl:2"`` single-task learning of
+    task 2. Values are read as int, float or string, in that order.
+    """
+    name, sep, value = str(spec).partition(":")
+    if not sep:
+        get(name)
+        return name, {}
+    params = list(hyperparameters(name))
+    if not params or not value:
+        raise ValueError(f"method spec {spec!r}: {name!r} takes no value after ':' (use {name!r})")
+    parsed: Any = value
+    for conv in (int, float):
+        try:
+            parsed = conv(value)
+            break
+        except ValueError:
+            continue
+    return name, {params[0]: parsed}
 
 
 def make(name: str, **hp: Any) -> Method:
-    """Instantiate the method ``name`` with hyperparameters ``hp`` (defaults: the authors')."""
+    """Instantiate the method ``name`` with hyperparameters ``hp`` (defaults: the authors').
+
+    ``name`` may be a spec ``"name:value"`` (see :func:`parse_spec`)."""
+    if ":" in str(name):
+        name, first = parse_spec(name)
+        hp = {**first, **hp}
     cls = get(name)
     allowed = hyperparameters(name)
     unknown = sorted(set(hp) - set(allowed))
