@@ -25,6 +25,7 @@ from scipy.special import expit
 from .. import methods
 from ..linalg import dominance_rate, procrustes, singular_values
 from ..problems import quadratic
+from .checks import Check, Ledger
 
 __all__ = [
     "Check", "Ledger", "haar", "random_gradients", "svd_aligned", "authors_rtol", "aligned_parts",
@@ -37,85 +38,6 @@ __all__ = [
 ]
 
 EPS = float(np.finfo(np.float64).eps)
-
-
-# --------------------------------------------------------------------------------------------------
-# bookkeeping
-# --------------------------------------------------------------------------------------------------
-@dataclass
-class Check:
-    """Margins of one statement over many draws (``>= -tol``: held in that draw)."""
-
-    name: str
-    margins: np.ndarray
-    tol: np.ndarray | float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
-    unit: str = "draws"
-
-    def __post_init__(self) -> None:
-        self.margins = np.atleast_1d(np.asarray(self.margins, dtype=float))
-        self.tol = np.broadcast_to(np.asarray(self.tol, dtype=float), self.margins.shape)
-
-    @property
-    def n(self) -> int:
-        return int(self.margins.size)
-
-    @property
-    def ok(self) -> np.ndarray:
-        """Per draw: did the statement hold (NaN margins count as failures)?"""
-        return self.margins >= -self.tol
-
-    @property
-    def failures(self) -> int:
-        return int(np.sum(~self.ok))
-
-    @property
-    def holds(self) -> bool:
-        return self.n > 0 and self.failures == 0
-
-    @property
-    def worst(self) -> float:
-        return float(np.min(self.margins)) if self.n else math.nan
-
-    @classmethod
-    def join(cls, name: str, *checks: "Check") -> "Check":
-        """One check made of the draws of several."""
-        return cls(name, np.concatenate([c.margins for c in checks]),
-                   np.concatenate([c.tol for c in checks]), unit=checks[0].unit)
-
-    def __repr__(self) -> str:
-        u = self.unit if self.n != 1 else self.unit.rstrip("s")
-        state = f"holds in every {u.rstrip('s')}" if self.holds else f"FAILS in {self.failures} of {self.n} {u}"
-        i = int(np.argmin(self.margins)) if self.n else 0
-        tol = f" (tolerance there {self.tol[i]:.1e})" if self.n and self.tol[i] > 0 else ""
-        return f"{self.name}: {self.n} {u}, worst margin {self.worst:+.3e}{tol} -> {state}"
-
-
-class Ledger:
-    """The chapter's results: one row per statement, built only from recorded checks."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def record(self, statement: str, source: str, check: Check, verdict: str, *,
-               expect_holds: bool = True, counter: Check | None = None) -> None:
-        """``check`` tests the statement (expected to hold or, for a refuted claim, to fail);
-        ``counter`` is an optional constructed case that must be detected (fail)."""
-        consistent = (check.holds == expect_holds) and (counter is None or not counter.holds)
-        self.rows.append({
-            "statement": statement,
-            "source": source,
-            "check": check.name,
-            "draws": check.n,
-            "held in": f"{check.n - check.failures}/{check.n}",
-            "worst margin": check.worst,
-            "counterexample detected": "" if counter is None else
-            f"{counter.failures}/{counter.n} (worst {counter.worst:+.2e})",
-            "verdict": verdict if consistent else "UNEXPECTED: the check disagrees with the text",
-        })
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows)
 
 
 # --------------------------------------------------------------------------------------------------
