@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from . import methods as _methods
 from .data import config_key, data_root
 from .train import RESULT_COLUMNS, train
 
-__all__ = ["COMPARISON", "PI_VARIANTS", "comparison_methods", "stl_baseline", "run", "write_csv"]
+__all__ = ["COMPARISON", "PI_VARIANTS", "PROFILE_SEEDS", "comparison_methods", "stl_baseline", "run", "write_csv",
+           "Study"]
 
 #: Every method of the four papers' comparison tables (single-task learning is the Delta m baseline).
 COMPARISON: tuple[str, ...] = (
@@ -164,3 +166,76 @@ def save_json(obj: Any, path: str | os.PathLike) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, default=str)
     os.replace(tmp, path)
+
+
+#: Seeds of each profile when a chapter does not name them (the papers report 3 seeds).
+PROFILE_SEEDS: dict[str, list[int]] = {"fast": [0, 1], "paper": [0, 1, 2]}
+
+
+@dataclass
+class Study:
+    """One benchmark chapter's experiment: the benchmark, its single-task baseline and every run.
+
+    >>> study = Study.prepare("multimnist", profile="fast")          # doctest: +SKIP
+    >>> study.train_all(); study.table()                              # doctest: +SKIP
+    """
+
+    bench: Any
+    methods: list[str]
+    seeds: list[int]
+    device: str
+    out_dir: Path
+    overrides: dict[str, Any]
+    baseline: dict[str, float] | None = None
+    stl_rows: pd.DataFrame | None = None
+    results: pd.DataFrame | None = None
+
+    @classmethod
+    def prepare(cls, benchmark: str, *, profile: str = "fast", methods: str | Sequence[str] = "all",
+                seeds: Sequence[int] | None = None, epochs: int | None = None, device: str = "cpu",
+                data_root: str | None = None, out_dir: str | os.PathLike | None = None,
+                **options: Any) -> "Study":
+        """Validate everything (benchmark, profile, methods, device) and build the benchmark."""
+        from . import benchmarks
+        from .train import resolve_device
+
+        if profile not in PROFILE_SEEDS:
+            raise ValueError(f"unknown profile {profile!r}; use one of {sorted(PROFILE_SEEDS)}")
+        resolve_device(device)
+        names = comparison_methods(pi=True) if methods == "all" else [methods] if isinstance(methods, str) else list(methods)
+        for spec in names:
+            _methods.make(spec)
+        bench = benchmarks.make(benchmark, profile=profile, data_root=data_root, **options)
+        if out_dir is None:
+            out_dir = tempfile.mkdtemp(prefix=f"mtl-{benchmark}-")
+        return cls(bench, names, list(PROFILE_SEEDS[profile] if seeds is None else seeds), device,
+                   Path(out_dir), {"epochs": epochs})
+
+    @property
+    def csv(self) -> Path:
+        return self.out_dir / "results.csv"
+
+    def train_baseline(self, progress: bool = False) -> dict[str, float]:
+        """Single-task learning of every task (cached), set as the benchmark's Delta m baseline."""
+        self.baseline, self.stl_rows = stl_baseline(self.bench, seeds=self.seeds, device=self.device,
+                                                    progress=progress, **self.overrides)
+        self.bench.stl_baseline = self.baseline
+        write_csv(self.stl_rows, self.out_dir / "stl.csv")
+        return self.baseline
+
+    def train_all(self, progress: bool = False) -> pd.DataFrame:
+        """Every method x seed (finished runs in ``results.csv`` are kept and skipped)."""
+        if self.baseline is None:
+            self.train_baseline(progress)
+        run(self.bench, self.methods, seeds=self.seeds, device=self.device, out_dir=self.out_dir,
+            progress=progress, **self.overrides)
+        self.results = pd.read_csv(self.csv)  # the tables are built from the CSV on disk
+        return self.results
+
+    def table(self, average: str = "metric") -> pd.DataFrame:
+        from . import report
+
+        if self.results is None or self.baseline is None:
+            raise RuntimeError("Study.table: call train_all() first")
+        return report.results_table(self.results, self.bench, self.baseline, stl_rows=self.stl_rows,
+                                    average=average)

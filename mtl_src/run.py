@@ -106,7 +106,7 @@ def validate(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, A
                 resolve_device(value)
             except (RuntimeError, ValueError) as err:
                 raise ParameterError(str(err)) from None
-        if name in ("methods", "method"):
+        if name in ("methods", "method") and value != "all":
             for m in [value] if isinstance(value, str) else value:
                 try:
                     methods.make(m)

@@ -283,6 +283,7 @@ def train(
     """
     import os
 
+    from .benchmarks.base import Benchmark
     from .methods import Feedback, Method
 
     if epochs < 0:
@@ -385,7 +386,8 @@ def train(
                 record(epoch + 1, s, evaluated[s])
         if wants_feedback:
             drops = kpis = None
-            if benchmark.stl_baseline is not None or benchmark.kpis({}) is not None:
+            has_kpis = type(benchmark).kpis is not Benchmark.kpis  # the benchmark defines KPIs (DTP)
+            if benchmark.stl_baseline is not None or has_kpis:
                 vals = evaluated.get(fb_split) or benchmark.evaluate(model, loaders[fb_split], dev)
                 kpis = benchmark.kpis(vals)
                 if benchmark.stl_baseline is not None:
