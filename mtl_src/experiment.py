@@ -25,7 +25,7 @@ from . import methods as _methods
 from .data import config_key, data_root
 from .train import RESULT_COLUMNS, train
 
-__all__ = ["COMPARISON", "PI_VARIANTS", "PROFILE_SEEDS", "comparison_methods", "stl_baseline", "run", "write_csv",
+__all__ = ["COMPARISON", "PI_VARIANTS", "PROFILE_SEEDS", "comparison_methods", "stl_baseline", "run", "write_csv", "read_results",
            "Study"]
 
 #: Every method of the four papers' comparison tables (single-task learning is the Delta m baseline).
@@ -62,10 +62,58 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
             os.unlink(tmp)
 
 
+def read_results(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a tidy results CSV back exactly as written (empty task names stay empty strings)."""
+    frame = pd.read_csv(path, dtype={"task": str, "metric": str, "method": str, "split": str})
+    frame["task"] = frame["task"].fillna("")
+    return frame
+
+
 def _training(bench, overrides: dict[str, Any]) -> dict[str, Any]:
     cfg = dict(bench.training())
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return cfg
+
+
+def _train_job(bench_spec: tuple[str, dict[str, Any]], baseline: dict[str, float] | None, spec: str, seed: int,
+               kwargs: dict[str, Any]) -> pd.DataFrame:
+    """One run in a worker process: rebuild the benchmark (from its cache), train, return the rows."""
+    import torch
+
+    from . import benchmarks
+
+    torch.set_num_threads(1)
+    bench = benchmarks.make(bench_spec[0], **bench_spec[1])
+    bench.stl_baseline = baseline
+    return train(bench, spec, seed=seed, **kwargs).frame()
+
+
+def _execute(bench, jobs: list[tuple[str, int, dict[str, Any]]], workers: int):
+    """Yield the rows of every (spec, seed, train kwargs) job, in job order.
+
+    ``workers > 1`` trains in that many processes (CPU only; each with one torch thread, so two runs
+    on two cores do not fight over threads); the benchmark is rebuilt in each worker from
+    ``bench.spec`` (set by :func:`mtl_src.benchmarks.make`) and its cached data.
+    """
+    spec_of = getattr(bench, "spec", None)
+    if workers <= 1 or spec_of is None or len(jobs) <= 1:
+        for spec, seed, kwargs in jobs:
+            yield train(bench, spec, seed=seed, **kwargs).frame()
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    bench.datasets()  # build / cache the data once, before the workers read it
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_job, spec_of, bench.stl_baseline, spec, seed, kwargs)
+                   for spec, seed, kwargs in jobs]
+        for f in futures:
+            yield f.result()
+
+
+def default_workers(device: str) -> int:
+    """Parallel runs: one per core on the CPU (at most 4), one on a GPU."""
+    return 1 if str(device).startswith("cuda") else max(1, min(4, os.cpu_count() or 1))
 
 
 def stl_baseline(
@@ -76,6 +124,7 @@ def stl_baseline(
     cache: bool = True,
     progress: bool = False,
     split: str = "test",
+    workers: int = 1,
     **train_overrides: Any,
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """Single-task baseline of every metric, and the STL runs' tidy rows.
@@ -89,15 +138,15 @@ def stl_baseline(
     key = config_key({"bench": bench.config(), "train": cfg, "seeds": list(seeds), "split": split})
     path = data_root(getattr(bench, "data_root", None)) / "stl" / f"{bench.name}-{key}.csv"
     if cache and path.exists():
-        rows = pd.read_csv(path)
+        rows = read_results(path)
     else:
-        frames = []
-        for k in range(bench.K):
-            for seed in seeds:
-                res = train(bench, f"stl:{k}", seed=seed, device=device, progress=progress,
-                            eval_splits=(split,), **cfg)
-                frames.append(res.frame())
-        rows = pd.concat(frames, ignore_index=True)
+        kwargs = {"device": device, "progress": progress, "eval_splits": (split,), **cfg}
+        jobs = [(f"stl:{k}", seed, kwargs) for k in range(bench.K) for seed in seeds]
+        saved, bench.stl_baseline = bench.stl_baseline, None
+        try:
+            rows = pd.concat(list(_execute(bench, jobs, workers)), ignore_index=True)
+        finally:
+            bench.stl_baseline = saved
         if cache:
             write_csv(rows, path)
     last = rows[(rows.split == split)]
@@ -126,6 +175,7 @@ def run(
     resume: bool = True,
     progress: bool = False,
     hyperparameters: dict[str, dict[str, Any]] | None = None,
+    workers: int = 1,
     **train_overrides: Any,
 ) -> pd.DataFrame:
     """Train every method spec x seed on ``bench``; return (and write) the tidy results.
@@ -134,7 +184,8 @@ def run(
     is trained. ``hyperparameters``: per-method overrides, e.g. ``{"cagrad": {"c": 0.5}}``.
     ``train_overrides`` (epochs, lr, batch_size, ...) replace the benchmark's profile defaults.
     With ``out_dir``, ``<out_dir>/results.csv`` is rewritten atomically after every run, and with
-    ``resume`` the (method, seed) pairs already in it are not trained again.
+    ``resume`` the (method, seed) pairs already in it are not trained again. ``workers > 1`` trains
+    that many runs at once in separate processes (same results: every run is seeded on its own).
     """
     specs = list(methods)
     hyperparameters = dict(hyperparameters or {})
@@ -144,17 +195,14 @@ def run(
     csv = Path(out_dir) / "results.csv" if out_dir is not None else None
     frame = pd.DataFrame(columns=RESULT_COLUMNS)
     if csv is not None and resume and csv.exists():
-        frame = pd.read_csv(csv)
+        frame = read_results(csv)
     done = set(zip(frame.method, frame.seed)) if len(frame) else set()
-    for spec in specs:
-        for seed in seeds:
-            if (spec, seed) in done:
-                continue
-            res = train(bench, spec, seed=seed, device=device, progress=progress,
-                        **cfg, **hyperparameters.get(spec, {}))
-            frame = pd.concat([frame, res.frame()], ignore_index=True) if len(frame) else res.frame()
-            if csv is not None:
-                write_csv(frame, csv)
+    jobs = [(spec, seed, {"device": device, "progress": progress, **cfg, **hyperparameters.get(spec, {})})
+            for spec in specs for seed in seeds if (spec, seed) not in done]
+    for rows in _execute(bench, jobs, workers):
+        frame = pd.concat([frame, rows], ignore_index=True) if len(frame) else rows
+        if csv is not None:
+            write_csv(frame, csv)
     return frame
 
 
@@ -189,13 +237,16 @@ class Study:
     baseline: dict[str, float] | None = None
     stl_rows: pd.DataFrame | None = None
     results: pd.DataFrame | None = None
+    workers: int = 1
 
     @classmethod
     def prepare(cls, benchmark: str, *, profile: str = "fast", methods: str | Sequence[str] = "all",
                 seeds: Sequence[int] | None = None, epochs: int | None = None, device: str = "cpu",
                 data_root: str | None = None, out_dir: str | os.PathLike | None = None,
-                **options: Any) -> "Study":
-        """Validate everything (benchmark, profile, methods, device) and build the benchmark."""
+                workers: int | None = None, **options: Any) -> "Study":
+        """Validate everything (benchmark, profile, methods, device) and build the benchmark.
+
+        ``workers``: runs trained at once (default: one per CPU core on the CPU, 1 on a GPU)."""
         from . import benchmarks
         from .train import resolve_device
 
@@ -209,7 +260,8 @@ class Study:
         if out_dir is None:
             out_dir = tempfile.mkdtemp(prefix=f"mtl-{benchmark}-")
         return cls(bench, names, list(PROFILE_SEEDS[profile] if seeds is None else seeds), device,
-                   Path(out_dir), {"epochs": epochs})
+                   Path(out_dir), {"epochs": epochs},
+                   workers=default_workers(device) if workers is None else int(workers))
 
     @property
     def csv(self) -> Path:
@@ -218,7 +270,7 @@ class Study:
     def train_baseline(self, progress: bool = False) -> dict[str, float]:
         """Single-task learning of every task (cached), set as the benchmark's Delta m baseline."""
         self.baseline, self.stl_rows = stl_baseline(self.bench, seeds=self.seeds, device=self.device,
-                                                    progress=progress, **self.overrides)
+                                                    progress=progress, workers=self.workers, **self.overrides)
         self.bench.stl_baseline = self.baseline
         write_csv(self.stl_rows, self.out_dir / "stl.csv")
         return self.baseline
@@ -228,8 +280,8 @@ class Study:
         if self.baseline is None:
             self.train_baseline(progress)
         run(self.bench, self.methods, seeds=self.seeds, device=self.device, out_dir=self.out_dir,
-            progress=progress, **self.overrides)
-        self.results = pd.read_csv(self.csv)  # the tables are built from the CSV on disk
+            progress=progress, workers=self.workers, **self.overrides)
+        self.results = read_results(self.csv)  # the tables are built from the CSV on disk
         return self.results
 
     def table(self, average: str = "metric") -> pd.DataFrame:

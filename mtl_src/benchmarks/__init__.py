@@ -72,7 +72,9 @@ def make(name: str, **kw: Any) -> Benchmark:
         )
     if "profile" in kw and kw["profile"] not in PROFILES:
         raise ValueError(f"benchmark {name!r}: unknown profile {kw['profile']!r}; use one of {PROFILES}")
-    return cls(**kw)
+    bench = cls(**kw)
+    bench.spec = (name, dict(kw))  # enough to rebuild it in another process (parallel runs)
+    return bench
 
 
 def _import_all() -> None:
