@@ -310,12 +310,12 @@ def train(
         if ck["config"] != {"benchmark": benchmark.name, "method": method, "seed": seed, "epochs": epochs}:
             raise ValueError(f"checkpoint {checkpoint} belongs to another run: {ck['config']}")
         model.load_state_dict(ck["model"])
+        m = ck["method"]
+        if extra:  # the restored method owns new tensors: point the optimizer's group at them *before*
+            opt.param_groups[1]["params"] = m.parameters()  # loading its state, which is keyed by position
         opt.load_state_dict(ck["optimizer"])
         if sched is not None:
             sched.load_state_dict(ck["schedule"])
-        m = ck["method"]
-        if extra:  # the restored method owns new tensors: point the optimizer's group at them
-            opt.param_groups[1]["params"] = m.parameters()
         rows, start = ck["rows"], ck["epoch"]
         _set_rng_state(ck["rng"])
     wants_feedback = type(m).observe is not Method.observe
