@@ -317,3 +317,18 @@ def test_seeds_share_one_parse_of_the_same_molecules(tmp_path):
     ds = b1.datasets()
     np.testing.assert_allclose(ds["test"].y.numpy(), (a1["y"][a1["split_test"]] - b1.target_mean) / b1.target_std,
                                atol=1e-5)
+
+
+def test_mean_predictor_and_target_table_use_the_report_units(tmp_path):
+    from mtl_src.benchmarks.qm9 import QM9, UNITS
+
+    b = QM9(data_root=str(tmp_path), n_molecules=300, n_train=200, n_val=50, n_test=50)
+    mae = b.mean_predictor_mae("test")
+    a = b.arrays()
+    y = a["y"][a["split_test"]]
+    k = b.tasks.index("homo")
+    assert mae["mae_homo"] == pytest.approx(1000 * np.abs(y[:, k] - b.target_mean[k]).mean())  # eV -> meV
+    k = b.tasks.index("mu")
+    assert mae["mae_mu"] == pytest.approx(np.abs(y[:, k] - b.target_mean[k]).mean())
+    table = b.target_table()
+    assert list(table.columns) == b.tasks and table.loc["unit", "homo"] == UNITS["homo"] == "meV"

@@ -1,0 +1,151 @@
+"""Unit tests of mtl_src.theory.aligned_ub (the second Aligned-MTL theory chapter's computations)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mtl_src import methods
+from mtl_src.problems import quadratic, toy
+from mtl_src.theory import aligned_ub as ub
+from mtl_src.theory.aligned import random_gradients, svd_aligned
+from mtl_src.train import train_toy
+
+
+def R(j):
+    return np.random.default_rng([11, j])
+
+
+def test_z_aligned_equals_theta_aligned_for_an_isometric_jacobian_only():
+    rng = R(1)
+    GZ = random_gradients(rng, 3, 8, 2.0)
+    w = np.array([1.0, 2.0, 0.5])
+    J = ub.isometric_jacobian(rng, 8, 20, lam=3.0)
+    np.testing.assert_allclose(J @ J.T, 9.0 * np.eye(8), atol=1e-12)
+    d, _ = ub.z_aligned(GZ, J, w)
+    np.testing.assert_allclose(d, svd_aligned(GZ @ J, w), rtol=1e-9, atol=1e-12)
+    Jb = random_gradients(rng, 8, 20, 1.5)
+    db, _ = ub.z_aligned(GZ, Jb, w)
+    assert np.linalg.norm(db - svd_aligned(GZ @ Jb, w)) > 1e-3 * np.linalg.norm(db)
+
+
+def test_z_alignment_draws_verdicts():
+    iso = ub.z_alignment_draws(R(2), 40)
+    gen = ub.z_alignment_draws(R(3), 40, (0.3, 2.0))
+    assert all(c.holds for c in iso.values())
+    assert gen["D <= cond(J)"].holds and not gen["Eq. 6"].holds and not gen["Eq. 8"].holds
+
+
+def test_theorem2_counterexample_goes_uphill_and_matches_first_order_formula():
+    s, w1, rho = 0.01, 0.1, 0.5
+    cex = ub.theorem2_counterexample(s, w1, rho)
+    # <g0, d> = u^T J J^T v with u = (w1, s), v = s (w1, 1): s (w1^2 + s - rho w1 (1 + s))
+    assert cex["<g0, d>"] == pytest.approx(s * (w1**2 + s - rho * w1 * (1 + s)), rel=1e-12)
+    assert cex["decrease"] < 0 < cex["Eq. 25 bound"]
+    assert cex["cond(J)"] == pytest.approx(math.sqrt(3.0))
+    # with an isometric J (rho = 0) the same system descends
+    assert ub.theorem2_counterexample(s, w1, 0.0)["decrease"] > 0
+
+
+def test_theorem2_identity_draws_hold_and_adversarial_draws_fail():
+    ok = ub.theorem2_checks(ub.theorem2_draws(R(4), 60, "identity"))
+    assert ok["Eq. 25"].holds and ok["descent"].holds
+    bad = ub.theorem2_checks(ub.theorem2_draws(R(5), 200, "adversarial"))
+    assert not bad["Eq. 25"].holds
+    with pytest.raises(ValueError):
+        ub.theorem2_draws(R(6), 1, "nonsense")
+
+
+def test_lemma2_weights_reproduce_library_aligned_mtl():
+    rng = R(7)
+    G = random_gradients(rng, 4, 10, 2.0)
+    w = np.array([1.0, 0.5, 2.0, 1.0])
+    wp = ub.lemma2_weights(G, w)
+    d = methods.make("aligned_mtl", w=list(w)).aggregate(torch.from_numpy(G)).numpy()
+    np.testing.assert_allclose(G.T @ wp, d, rtol=1e-8, atol=1e-12)
+    assert not np.allclose(G.T @ ub.lemma2_weights(G, w, inverted=True), d)
+    np.testing.assert_array_equal(ub.lemma2_weights(np.zeros((2, 3)), np.ones(2)), np.zeros(2))
+    c = ub.lemma2_draws(R(8), 30, "Z")
+    assert c.holds and not ub.lemma2_draws(R(9), 30, inverted=True).holds
+
+
+def test_heavy_ball_matrix_spectral_radius_and_norm():
+    a, b, rho = ub.hb_params(1.0, 100.0)
+    assert b == pytest.approx(rho) and rho == pytest.approx(9 / 11)
+    H = np.diag([1.0, 10.0, 100.0])
+    T = ub.hb_matrix(H, a, b)
+    np.testing.assert_allclose(np.abs(np.linalg.eigvals(T)), math.sqrt(b), rtol=1e-9)
+    assert np.linalg.norm(T, 2) >= 1.0
+    chk = ub.theorem3_matrix_draws(R(10), 30)
+    assert chk["sqrt"].holds and not chk["Eq. 36"].holds
+
+
+def test_heavy_ball_single_task_rate_is_sqrt_rho_and_polyak_is_rho():
+    rng = R(11)
+    prob = quadratic.random_tasks(1, 4, rng, cond=50.0)
+    th0 = prob.c[0] + rng.standard_normal(4)
+    paper = ub.heavy_ball(prob, th0, 200, "paper")
+    polyak = ub.heavy_ball(prob, th0, 200, "polyak")
+    rho = paper["rho"].max()
+    assert ub._fit_rate(paper["E"]) == pytest.approx(math.sqrt(rho), rel=2e-2)
+    assert ub._fit_rate(polyak["E"]) <= rho * 1.05
+    runs = ub.theorem3_runs(R(12), 5, 150, K_range=(2, 3), common_minimum=False)
+    assert not runs["converged"].holds
+
+
+def test_pair_statistics_and_ratio_bound():
+    G = np.array([[3.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    st = ub.pair_statistics(G)
+    assert st["dominance"] == pytest.approx(3.0) and st["max norm ratio"] == pytest.approx(3.0)
+    assert st["min cos"] == pytest.approx(0.0) and st["GMS"] == pytest.approx(0.6)
+    assert ub.bound_ratio_draws(R(13), 50).holds
+    assert not ub.bound_ratio_draws(R(14), 50, tall=True).holds
+
+
+def test_toy_aligned_batch_matches_train_toy():
+    starts = toy.START_POINTS.numpy()
+    xs = ub.toy_aligned_batch([[0.2, 0.8], [0.5, 0.5]], starts, 40)
+    for k, w in enumerate([[0.2, 0.8], [0.5, 0.5]]):
+        ref = train_toy("aligned_mtl", iterations=40, w=w).xs
+        np.testing.assert_allclose(xs[k], ref, rtol=0, atol=1e-12)
+    opt = ub.toy_weighted_optimum([0.5, 0.5])
+    f, G = toy.losses_and_jacobian_np(opt[None])
+    assert np.linalg.norm(G[0].T @ np.array([0.5, 0.5])) < 1e-4
+
+
+class _TinyBench:
+    """Two regression tasks on a linear encoder: enough for the training and snapshot helpers."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(32, 5, generator=g)
+        self.y = torch.randn(32, 2, generator=g)
+
+    def build_model(self):
+        from mtl_src.benchmarks.base import MTLModel
+
+        enc = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh())
+        return MTLModel(enc, [torch.nn.Linear(4, 1), torch.nn.Linear(4, 1)])
+
+    def losses(self, outs, batch):
+        return torch.stack([((o[:, 0] - batch[1][:, i]) ** 2).mean() for i, o in enumerate(outs)])
+
+    def datasets(self):
+        return {"train": torch.utils.data.TensorDataset(self.x, self.y)}
+
+
+def test_network_snapshot_chain_rule_and_dominance_training():
+    b = _TinyBench()
+    torch.manual_seed(0)
+    model = b.build_model()
+    snap = ub.network_snapshot(b, model, (b.x[:3], b.y[:3]))
+    assert snap["m"] == 12 and snap["P"] == 24
+    assert snap["chain_rule_err"] < 1e-5 and snap["dead"] == 0.0
+    rec, _ = ub.dominance_training(b, "aligned_mtl", 4, batch_size=8)
+    sys = rec[rec.system == "system"]
+    np.testing.assert_allclose(sys["dominance"], 1.0, atol=1e-5)
+    rec_ub, _ = ub.dominance_training(b, "aligned_mtl_ub", 3, batch_size=8)
+    assert set(rec_ub.system) == {"raw", "system"}
+    tab = ub.summarise_dominance(rec)
+    assert list(tab.columns) == ["method", "system", "mean", "std", "max", "min"]
