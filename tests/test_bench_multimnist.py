@@ -126,7 +126,7 @@ def test_labels_and_images_come_from_the_source_digits(bench, mnist):
 
 
 def test_classes_are_roughly_balanced(tmp_path):
-    b = benchmarks.make("multimnist", data_root=str(tmp_path))  # fast default: one composite per digit
+    b = benchmarks.make("multimnist", profile="paper", data_root=str(tmp_path))  # one composite per digit
     arr = b.arrays()
     for s, n in (("train", 4000), ("test", 1000)):
         y = arr[f"{s}_y"]
