@@ -67,9 +67,9 @@ heads are one Linear(dim, 1) per target.
 
 **Profiles**: ``paper`` = all molecules, 110,831/10,000/10,000, complete graph, dim 64, edge_hidden
 128, 3 steps; training 300 epochs, Adam lr 1e-3, batch 120 (Nash-MTL ``trainer.py`` defaults).
-``fast`` = a fixed seeded subsample of the whole set (600 train / 200 val / 200 test, the book's profile), the *bond*
+``fast`` = a fixed seeded subsample of the whole set (320 train / 128 val / 128 test, the book's profile), the *bond*
 graph (``complete=False``: ~37 instead of ~306 directed edges per molecule, 5x less CPU time per
-epoch), dim 16, edge_hidden 32, 2 message-passing steps, 3 epochs at batch 64 (4,000 training molecules: one epoch of ``ls``
+epoch), dim 16, edge_hidden 32, 2 message-passing steps, 2 epochs at batch 64 (4,000 training molecules: one epoch of ``ls``
 costs about 3 CPU-seconds). Building the full set parses 130,831 SMILES (~150 CPU-seconds, forked over
 the cores) once; later builds load the cache (~1-3 s). ``kpis`` is None: an MAE has no [0, 1] KPI,
 so DTP does not apply.
@@ -470,7 +470,7 @@ class MPNNEncoder(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 _PROFILES = {
-    "fast": {"n_train": 600, "n_val": 200, "n_test": 200, "dim": 16, "edge_hidden": 32, "mp_steps": 2,
+    "fast": {"n_train": 320, "n_val": 128, "n_test": 128, "dim": 16, "edge_hidden": 32, "mp_steps": 2,
              "s2s_steps": 3, "complete": False},
     "paper": {"n_train": None, "n_val": 10_000, "n_test": 10_000, "dim": 64, "edge_hidden": 128, "mp_steps": 3,
               "s2s_steps": 3, "complete": True},
@@ -534,12 +534,12 @@ class QM9(Benchmark):
 
     def training(self) -> dict[str, Any]:
         """Nash-MTL ``trainer.py``: 300 epochs, Adam lr 1e-3, batch 120 (their ReduceLROnPlateau(0.7, 5)
-        on validation Delta m is not available in ``mtl_src.train``: constant lr here). "fast": 3 epochs
-        of 600 molecules, batch 64: the book's profile: every method on two seeds must fit the CI budget (about a minute per chapter on 2 CPU cores), so it shows the pipeline and the table, not settled rankings."""
+        on validation Delta m is not available in ``mtl_src.train``: constant lr here). "fast": 2 epochs
+        of 320 molecules, batch 64: the book's profile: every method on two seeds must fit the CI budget (about a minute per chapter on 2 CPU cores), so it shows the pipeline and the table, not settled rankings."""
         if self.profile == "paper":
             return {"epochs": 300, "batch_size": 120, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0,
                     "lr_schedule": None}
-        return {"epochs": 3, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0,
+        return {"epochs": 2, "batch_size": 64, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0,
                 "lr_schedule": None}
 
     # ---- data ----------------------------------------------------------------------------------

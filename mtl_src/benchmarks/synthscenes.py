@@ -35,7 +35,7 @@ training split's mean and standard deviation.
 Protocol (as the public NYUv2 code: MTAN ``lorenmt/mtan``, ``AvivNavon/nash-mtl``, FAMO)
 ---------------------------------------------------------------------------------------------
 * Splits: train and test only, no validation split (NYUv2: 795 / 654 images at 288 x 384); the
-  ``paper`` profile uses those sizes and that resolution, ``fast`` (the book's) 96 / 48 scenes at
+  ``paper`` profile uses those sizes and that resolution, ``fast`` (the book's) 64 / 32 scenes at
   48 x 64.
 * Model: SegNet-style encoder-decoder (conv-BN-ReLU blocks, 2x2 max-pooling, max-unpooling with the
   pooling indices); the decoder's full-resolution feature map is the shared representation Z. Each
@@ -95,12 +95,12 @@ EDGE_POS_WEIGHT = 0.95
 RENDER_VERSION = 1
 
 _PROFILES: dict[str, dict[str, Any]] = {
-    "fast": {"n_train": 96, "n_test": 48, "image_size": (48, 64), "widths": (16, 32, 64), "depths": (1, 1, 1)},
+    "fast": {"n_train": 64, "n_test": 32, "image_size": (48, 64), "widths": (16, 32, 64), "depths": (1, 1, 1)},
     "paper": {"n_train": 795, "n_test": 654, "image_size": (288, 384),
               "widths": (64, 128, 256, 512, 512), "depths": (2, 2, 3, 3, 3)},
 }
 _TRAINING = {
-    "fast": {"epochs": 3, "batch_size": 16, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0,
+    "fast": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0,
              "lr_schedule": "cosine"},
     "paper": {"epochs": 200, "batch_size": 2, "lr": 1e-4, "optimizer": "adam", "weight_decay": 0.0,
               "lr_schedule": "step:100:0.5"},
@@ -313,7 +313,7 @@ class SynthScenes(Benchmark):
 
     def training(self) -> dict[str, Any]:
         """``paper``: nash-mtl / MTAN NYUv2 settings (Adam 1e-4, batch 2, 200 epochs, StepLR(100, 0.5));
-        ``fast``: Adam 1e-3, batch 16, 3 epochs of 96 scenes, cosine. This is the book's profile: every
+        ``fast``: Adam 1e-3, batch 16, 2 epochs of 64 scenes, cosine. This is the book's profile: every
         method on two seeds must fit the CI budget (about a minute per chapter on 2 CPU cores), so it
         shows the pipeline and the table, not settled rankings; ``n_train=512, n_test=256`` with
         ``epochs=20`` trains the model properly."""
