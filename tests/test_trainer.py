@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from mtl_src import methods as _methods
 from mtl_src.benchmarks.base import Benchmark, Metric, MTLModel
 from mtl_src.methods import Feedback, LossWeighting
 from mtl_src.train import RESULT_COLUMNS, train
@@ -139,3 +140,12 @@ def test_bad_arguments_are_clear():
         train(TinyRegression(), "ls", epochs=1, lr_schedule="linear")
     with pytest.raises(ValueError, match="unknown method"):
         train(TinyRegression(), "lss", epochs=1)
+
+
+@pytest.mark.parametrize("spec", sorted(set(_methods.available()) - {"pi"}) + ["pi:ls", "pi:nash_mtl"])
+def test_every_method_trains_a_shared_encoder_network(spec):
+    """Every registered method (and PI- variants) end to end through the benchmark trainer, with feedback."""
+    df = train(TinyRegression(stl=True), spec, epochs=2, batch_size=16, lr=1e-2).frame()
+    assert np.isfinite(df.value).all()
+    test = df[(df.split == "test") & (df.epoch == 2)]
+    assert set(test.metric) == {"mae_t0", "mae_t1", "mae_t2"}
