@@ -74,7 +74,8 @@ def _one_step(name: str, K: int, x, y, torchjd_name: str | None = None) -> dict[
         import torchjd.aggregation as A
         from torchjd.autojac import jac_to_grad, mtl_backward
 
-        agg = getattr(A, torchjd_name)(**({"c": 0.4} if torchjd_name == "CAGrad" else {}))
+        kwargs = {"CAGrad": {"c": 0.4}, "FairGrad": {"alpha": 2.0}, "NashMTL": {"n_tasks": K}}.get(torchjd_name, {})
+        agg = getattr(A, torchjd_name)(**kwargs)
         def forward_list():
             z = enc(x)
             return [nn.functional.cross_entropy(h(z), y[:, i]) for i, h in enumerate(heads)], z
