@@ -92,7 +92,8 @@ def validate(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, A
         if name not in defaults:
             raise ParameterError(f"unknown parameter {name!r}; this notebook takes: {', '.join(defaults)}")
         default = defaults[name]
-        if not _same_kind(default, value):
+        either = name in ("methods", "method") and isinstance(value, (str, list, tuple))  # "all" or a list
+        if not either and not _same_kind(default, value):
             raise ParameterError(
                 f"parameter {name!r} must be of type {type(default).__name__} like its default {default!r}, got {value!r}"
             )

@@ -100,3 +100,21 @@ def test_a_failing_run_is_marked_failed(nb_path, tmp_path, capsys):
     assert run.main([str(nb_path), "-p", "iterations", "5000", "--out-dir", str(out)]) == 1
     assert not out.exists() and (tmp_path / "run2.failed" / "tiny.ipynb").exists()
     assert "the notebook failed" in capsys.readouterr().err
+
+
+def test_experiment_parameters_are_validated():
+    """The experiment chapters' parameters: methods "all" or a list, profile, benchmark, seeds, data_root."""
+    defaults = {"benchmark": None, "profile": "fast", "methods": "all", "seeds": None, "epochs": None,
+                "data_root": None}
+    ok = run.validate(defaults, {"methods": ["ls", "pi:nash_mtl"], "profile": "paper", "benchmark": "qm9",
+                                 "seeds": [0, 1, 2], "epochs": 3})
+    assert ok["methods"] == ["ls", "pi:nash_mtl"] and ok["seeds"] == [0, 1, 2]
+    assert run.validate(defaults, {"methods": "all"}) == {"methods": "all"}
+    for bad, message in [({"methods": ["ls", "pi:mdga"]}, "unknown method 'mdga'"),
+                         ({"profile": "huge"}, "unknown profile 'huge'"),
+                         ({"benchmark": "multimnst"}, "unknown benchmark 'multimnst'"),
+                         ({"seeds": [0, -1]}, "'seeds' must be a non-empty list"),
+                         ({"epochs": -2}, "'epochs' must be a non-negative integer"),
+                         ({"data_root": "/nonexistent/dir"}, "is not a directory")]:
+        with pytest.raises(run.ParameterError, match=message):
+            run.validate(defaults, bad)
