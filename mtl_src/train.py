@@ -107,9 +107,13 @@ def train_toy(
 
 
 def _train_toy_aggregator(
-    m: _methods.Aggregator, starts: np.ndarray, iterations: int, lr: float, record_every: int
+    m: _methods.Aggregator, starts: np.ndarray, iterations: int, lr: float, record_every: int,
+    before_step: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Aggregator on the toy: closed-form G at all starts, Adam (torch defaults) in numpy."""
+    """Aggregator on the toy: closed-form G at all starts, Adam (torch defaults) in numpy.
+
+    ``before_step(it, f, aggs)`` (optional) runs before step ``it`` with the current losses f (S, 2)
+    and the per-start method copies, e.g. to feed them per-epoch feedback."""
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     x = starts.reshape(-1, 2).astype(np.float64).copy()
     S = len(x)
@@ -124,6 +128,8 @@ def _train_toy_aggregator(
     f, G = toy.losses_and_jacobian_np(x)
     xs[:, 0], fs[:, 0] = x, f
     for it in range(1, iterations + 1):
+        if before_step is not None:
+            before_step(it, f, aggs)
         for s in range(S):
             d[s] = aggs[s].aggregate(torch.from_numpy(G[s])).numpy()
         m1 = beta1 * m1 + (1 - beta1) * d
@@ -409,17 +415,13 @@ def train(
 
 def _task_drops(benchmark, values: dict[str, float]) -> list[float]:
     """Per-task mean relative drop (%) vs the single-task baseline, positive = worse (PIVRG's s_i)."""
-    drops = []
-    for task in benchmark.tasks:
-        rel = []
-        for mt in benchmark.metrics:
-            if mt.task != task:
-                continue
-            b = benchmark.stl_baseline[mt.name]
-            sign = -1.0 if mt.higher_is_better else 1.0
-            rel.append(sign * (values[mt.name] - b) / abs(b) * 100.0)
-        drops.append(float(np.mean(rel)) if rel else 0.0)
-    return drops
+    from .metrics import per_task_drops
+
+    names = [mt.name for mt in benchmark.metrics]
+    drops = per_task_drops({n: values[n] for n in names}, {n: benchmark.stl_baseline[n] for n in names},
+                           {mt.name: mt.higher_is_better for mt in benchmark.metrics},
+                           {mt.name: mt.task for mt in benchmark.metrics}, task_order=benchmark.tasks)
+    return [float(v) for v in drops]
 
 
 def _save_checkpoint(path: str, state: dict[str, Any]) -> None:

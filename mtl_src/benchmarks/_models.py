@@ -13,8 +13,6 @@ Networks (written here: torchvision cannot be installed beside this torch):
   (filters 64, 128, 256, 512, 512; max-pool with indices / max-unpool); Z is the last decoder feature
   map (B, 64, H, W); :func:`dense_head` is their task head (3x3 conv then 1x1 conv). ``width`` scales
   every filter count (1.0 = the published network; the fast profiles use a narrow copy);
-* :func:`lenet_encoder` / :func:`lenet_head` — fallback copy of the MultiMNIST LeNet (used only when
-  :mod:`mtl_src.benchmarks.multimnist` is unavailable).
 
 Prepared data: :func:`load_manifest` checks ``<data_root>/<name>/MANIFEST.json`` written by
 ``data_scripts/<name>.py`` — every listed file present, of the recorded size and sha256 — and raises
@@ -38,7 +36,7 @@ from torch import nn
 from ..data import MissingDataError
 
 __all__ = ["load_manifest", "fix_command", "ResNet18Encoder", "cnn9_encoder", "SegNetSplit", "dense_head",
-           "lenet_encoder", "lenet_head", "Normalize"]
+           "Normalize"]
 
 FORMAT_VERSION = 1
 
@@ -178,20 +176,6 @@ def cnn9_encoder(in_channels: int = 3) -> nn.Sequential:
         nn.Linear(512, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
         nn.Linear(512, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
     )
-
-
-def lenet_encoder(size: int = 28) -> nn.Sequential:
-    """MultiMNIST LeNet encoder (conv5x5x10-pool-relu-conv5x5x20-pool-relu-fc50-relu)."""
-    side = ((size - 4) // 2 - 4) // 2
-    return nn.Sequential(
-        nn.Conv2d(1, 10, 5), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Conv2d(10, 20, 5), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Flatten(1), nn.Linear(20 * side * side, 50), nn.ReLU(),
-    )
-
-
-def lenet_head() -> nn.Sequential:
-    return nn.Sequential(nn.Linear(50, 50), nn.ReLU(), nn.Linear(50, 10))
 
 
 def _conv_bn_relu(a: int, b: int) -> nn.Sequential:

@@ -138,7 +138,8 @@ def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1].astype(np.uint8).reshape(-1, _DIGIT, _DIGIT), table[:, -1].astype(np.int64)
 
 
-def _lenet_encoder(size: int) -> nn.Sequential:
+def lenet_encoder(size: int = 28) -> nn.Sequential:
+    """The MultiMNIST LeNet encoder (conv5x5x10-pool-relu-conv5x5x20-pool-relu-fc50-relu): Z has 50 features."""
     side = ((size - 4) // 2 - 4) // 2
     return nn.Sequential(
         nn.Conv2d(1, 10, 5), nn.MaxPool2d(2), nn.ReLU(),
@@ -147,12 +148,48 @@ def _lenet_encoder(size: int) -> nn.Sequential:
     )
 
 
-def _head() -> nn.Sequential:
+def lenet_head() -> nn.Sequential:
+    """One digit head: FC 50->50 -> ReLU -> FC 50->10."""
     return nn.Sequential(nn.Linear(50, 50), nn.ReLU(), nn.Linear(50, 10))
 
 
+class TwoDigitTasks:
+    """Model, losses, metrics and KPIs shared by every two-digit benchmark (tasks L and R, batches
+    ``(x, y_L, y_R)``): this module's ``multimnist`` and the prepared ``multimnist_full`` / ``multifashion``."""
+
+    tasks: list[str]
+    size: int = 28
+
+    def build_model(self) -> MTLModel:
+        return MTLModel(lenet_encoder(self.size), [lenet_head() for _ in self.tasks])
+
+    def losses(self, outputs: list[torch.Tensor], batch: Any) -> torch.Tensor:
+        return torch.stack([F.cross_entropy(outputs[0], batch[1]), F.cross_entropy(outputs[1], batch[2])])
+
+    @torch.no_grad()
+    def evaluate(self, model: MTLModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        correct = torch.zeros(2, dtype=torch.float64)
+        n = 0
+        try:
+            for x, yl, yr in loader:
+                _, (ol, orr) = model(x.to(device))
+                correct[0] += (ol.argmax(1).cpu() == yl).sum().item()
+                correct[1] += (orr.argmax(1).cpu() == yr).sum().item()
+                n += len(x)
+        finally:
+            model.train(was_training)
+        acc = correct / max(n, 1)
+        return {"acc_L": float(acc[0]), "acc_R": float(acc[1])}
+
+    def kpis(self, values: dict[str, float]) -> torch.Tensor:
+        """The accuracies (already in [0, 1]); NaN for a metric not in ``values``."""
+        return torch.tensor([values.get(f"acc_{t}", float("nan")) for t in self.tasks], dtype=torch.float32)
+
+
 @register("multimnist")
-class MultiMNIST(Benchmark):
+class MultiMNIST(TwoDigitTasks, Benchmark):
     """Two-digit MultiMNIST from 5,000 real MNIST digits; tasks L and R, accuracy per task."""
 
     _DEFAULTS = {"fast": {"n_train": 2000, "n_val": "all", "n_test": "all"},
@@ -262,35 +299,6 @@ class MultiMNIST(Benchmark):
                 y = torch.from_numpy(arr[f"{s}_y"]).long()
                 self._datasets[s] = TensorDataset(x, y[:, 0].contiguous(), y[:, 1].contiguous())
         return self._datasets
-
-    # -------------------------------------------------------------------------------- model
-    def build_model(self) -> MTLModel:
-        return MTLModel(_lenet_encoder(self.size), [_head() for _ in self.tasks])
-
-    def losses(self, outputs: list[torch.Tensor], batch: Any) -> torch.Tensor:
-        return torch.stack([F.cross_entropy(outputs[0], batch[1]), F.cross_entropy(outputs[1], batch[2])])
-
-    @torch.no_grad()
-    def evaluate(self, model: MTLModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        correct = torch.zeros(2, dtype=torch.float64)
-        n = 0
-        try:
-            for x, yl, yr in loader:
-                _, (ol, orr) = model(x.to(device))
-                correct[0] += (ol.argmax(1).cpu() == yl).sum().item()
-                correct[1] += (orr.argmax(1).cpu() == yr).sum().item()
-                n += len(x)
-        finally:
-            model.train(was_training)
-        acc = correct / max(n, 1)
-        return {"acc_L": float(acc[0]), "acc_R": float(acc[1])}
-
-    def kpis(self, values: dict[str, float]) -> torch.Tensor:
-        """The accuracies (already in [0, 1]); NaN for a metric not in ``values`` (the trainer probes
-        ``kpis({})`` only to learn that KPIs are defined)."""
-        return torch.tensor([values.get(f"acc_{t}", float("nan")) for t in self.tasks], dtype=torch.float32)
 
     def training(self) -> dict[str, Any]:
         """"paper": Sener & Koltun's ``train_multi_task.py`` (which Aligned-MTL follows for MultiMNIST):

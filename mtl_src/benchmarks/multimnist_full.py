@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from ..data import data_root as _data_root
 from . import register
-from ._models import lenet_encoder, lenet_head, load_manifest
-from .base import Benchmark, Metric, MTLModel
+from ._models import load_manifest
+from .base import Benchmark, Metric
+from .multimnist import TwoDigitTasks
 
 __all__ = ["MultiMNISTFull", "STL_BASELINE"]
 
@@ -40,17 +40,8 @@ __all__ = ["MultiMNISTFull", "STL_BASELINE"]
 STL_BASELINE: dict[str, float] | None = None
 
 
-def _lenet(size: int = 28):
-    """The LeNet of :mod:`.multimnist` when available (one definition in the book), else our copy."""
-    try:
-        from .multimnist import _head, _lenet_encoder
-        return _lenet_encoder(size), _head
-    except ImportError:
-        return lenet_encoder(size), lenet_head
-
-
 @register("multimnist_full")
-class MultiMNISTFull(Benchmark):
+class MultiMNISTFull(TwoDigitTasks, Benchmark):
     """Two-digit MultiMNIST from all 70,000 MNIST digits (prepared by data_scripts/multimnist_full.py)."""
 
     MEAN, STD = 0.1307, 0.3081
@@ -107,34 +98,6 @@ class MultiMNISTFull(Benchmark):
                 y = torch.from_numpy(arr[f"{s}_labels"].astype(np.int64))
                 self._datasets[s] = TensorDataset(x, y[:, 0].contiguous(), y[:, 1].contiguous())
         return self._datasets
-
-    def build_model(self) -> MTLModel:
-        encoder, head = _lenet(28)
-        return MTLModel(encoder, [head() for _ in self.tasks])
-
-    def losses(self, outputs: list[torch.Tensor], batch: Any) -> torch.Tensor:
-        return torch.stack([F.cross_entropy(outputs[0], batch[1]), F.cross_entropy(outputs[1], batch[2])])
-
-    @torch.no_grad()
-    def evaluate(self, model: MTLModel, loader: DataLoader, device: torch.device) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        correct = torch.zeros(2, dtype=torch.float64)
-        n = 0
-        try:
-            for x, yl, yr in loader:
-                _, (ol, orr) = model(x.to(device))
-                correct[0] += (ol.argmax(1).cpu() == yl).sum().item()
-                correct[1] += (orr.argmax(1).cpu() == yr).sum().item()
-                n += len(x)
-        finally:
-            model.train(was_training)
-        acc = correct / max(n, 1)
-        return {"acc_L": float(acc[0]), "acc_R": float(acc[1])}
-
-    def kpis(self, values: dict[str, float]) -> torch.Tensor:
-        """Accuracies (in [0, 1]); NaN where a metric is absent."""
-        return torch.tensor([values.get(f"acc_{t}", float("nan")) for t in self.tasks], dtype=torch.float32)
 
     def training(self) -> dict[str, Any]:
         """"paper": Sener & Koltun's ``train_multi_task.py`` (intel-isl/MultiObjectiveOptimization), which

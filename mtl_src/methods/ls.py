@@ -25,6 +25,11 @@ class LinearScalarization(GramianWeighting):
     def weights(self, M: Tensor) -> Tensor:
         return preference(self.w, M.shape[0], self.name)
 
+    def _aggregate(self, G: Tensor) -> Tensor:  # alpha needs no Gramian: skip forming G G^T
+        alpha = preference(self.w, G.shape[0], self.name)
+        self.last_weights = alpha
+        return alpha.to(G.dtype) @ G
+
     def step(self, ctx: StepContext) -> StepResult:
         out = ctx.forward()
         w = preference(self.w, out.losses.shape[0], self.name).to(out.losses)

@@ -13,7 +13,6 @@ quantities compared, never tuned to make a check pass.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from typing import Any
@@ -810,33 +809,19 @@ def train_toy_pivrg(iterations: int, lr: float = 1e-3, starts=None, refresh_ever
     Returns a :class:`~mtl_src.train.ToyRun` named "pivrg"; ``omega`` history in ``hyperparameters``."""
     from ..train import ToyRun
 
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    x = np.asarray(toy.START_POINTS if starts is None else starts, float).reshape(-1, 2).copy()
-    S = len(x)
-    xs = np.empty((S, iterations + 1, 2))
-    fs = np.empty((S, iterations + 1, 2))
-    m1, m2 = np.zeros_like(x), np.zeros_like(x)
-    d = np.empty_like(x)
-    base = methods.make("pivrg", **pivrg_hp)
-    aggs = [copy.deepcopy(base) for _ in range(S)]
-    f, G = toy.losses_and_jacobian_np(x)
-    xs[:, 0], fs[:, 0] = x, f
+    from ..train import _train_toy_aggregator
+
     omegas = []
-    for it in range(1, iterations + 1):
+
+    def feed(it: int, f: np.ndarray, aggs: list) -> None:
         if (it - 1) % refresh_every == 0:
             dr = toy_drops(f)
-            for s in range(S):
-                aggs[s].observe(Feedback((it - 1) // refresh_every, 0, drops=torch.from_numpy(dr[s])))
-            omegas.append(np.stack([a.omega.numpy() for a in aggs]))
-        for s in range(S):
-            d[s] = aggs[s].aggregate(torch.from_numpy(G[s])).numpy()
-        m1 = beta1 * m1 + (1 - beta1) * d
-        m2 = beta2 * m2 + (1 - beta2) * d * d
-        step = lr / (1 - beta1**it)
-        denom = np.sqrt(m2) / np.sqrt(1 - beta2**it) + eps
-        x = x - step * m1 / denom
-        f, G = toy.losses_and_jacobian_np(x)
-        xs[:, it], fs[:, it] = x, f
+            for s, agg in enumerate(aggs):
+                agg.observe(Feedback((it - 1) // refresh_every, 0, drops=torch.from_numpy(dr[s])))
+            omegas.append(np.stack([agg.omega.numpy() for agg in aggs]))
+
+    x0 = np.asarray(toy.START_POINTS if starts is None else starts, float)
+    xs, fs = _train_toy_aggregator(methods.make("pivrg", **pivrg_hp), x0, iterations, lr, 1, before_step=feed)
     hp = {"refresh_every": refresh_every, **pivrg_hp, "omega_history": np.array(omegas)}
     return ToyRun("pivrg", xs, fs, hp)
 
