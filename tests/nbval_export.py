@@ -64,6 +64,7 @@ class _Notebook:
     failed: bool = False
     finished: bool = False
     counter: int = 0
+    seconds: float = 0.0  # wall time of its cells (setup + call + teardown)
 
 
 class NbExport:
@@ -114,6 +115,7 @@ class NbExport:
         if nb is None:
             return
         item = self.items[report.nodeid]
+        nb.seconds += report.duration
         if report.failed:
             nb.failed = True
         if report.when == "call" and report.passed:
@@ -187,10 +189,13 @@ class NbExport:
             except ValueError:
                 return str(p)
 
+        seconds = {nb.dest: nb.seconds for nb in self.notebooks.values()}
         for p in self.written:
-            tr.line(f"wrote executed notebook {show(p)}")
+            tr.line(f"wrote executed notebook {show(p)} (cells ran {seconds[p]:.0f} s)")
         for p in self.removed:
-            tr.line(f"removed {show(p)} (notebook failed)", red=True)
+            tr.line(f"removed {show(p)} (notebook failed after {seconds[p]:.0f} s)", red=True)
+        if len(self.notebooks) > 1:
+            tr.line(f"notebook cells ran {sum(seconds.values()):.0f} s in all")
         for e in self.errors:
             tr.line(f"ERROR {e}", red=True)
 
