@@ -10,7 +10,11 @@ The building blocks here are small on purpose:
 - :class:`TaskBNConvEncoder` - blocks ``conv (no bias) -> TaskBatchNorm2d -> ReLU``, then a global
   average pool; ``forward(x, task)`` runs task ``task``'s path and returns its (B, C) features;
 - :class:`TaskBNModel` - an :class:`~mtl_src.benchmarks.base.MTLModel` built from such an encoder and
-  one head per task; ``forward(x)`` runs every task's path.
+  one head per task; ``forward(x)`` runs every task's path;
+- :class:`TaskSequential` and :class:`TaskBNTailModel` - what the benchmark models use: a shared
+  *trunk* (ordinary layers, computed once), then a short shared *tail* whose convs are followed by
+  task-specific BNs (computed once per task), then the heads. See :class:`TaskBNTailModel` for how
+  every method (not only Connection Strength) trains such a model.
 
 What a model must offer to ``connection_strength`` (duck-typed, any ``nn.Module`` will do):
 
@@ -35,7 +39,7 @@ from torch import Tensor, nn
 
 from .benchmarks.base import MTLModel
 
-__all__ = ["TaskBNGroup", "TaskBatchNorm2d", "TaskBNConvEncoder", "TaskBNModel"]
+__all__ = ["TaskBNGroup", "TaskBatchNorm2d", "TaskBNConvEncoder", "TaskBNModel", "TaskSequential", "TaskBNTailModel"]
 
 
 @dataclass
@@ -170,3 +174,95 @@ class TaskBNModel(MTLModel):
 
     def task_bn_groups(self) -> list[TaskBNGroup]:
         return self.encoder.task_bn_groups()
+
+
+class TaskSequential(nn.Sequential):
+    """``nn.Sequential`` whose :class:`TaskBatchNorm2d` members get the task: ``forward(x, task)``.
+
+    Every other member is called as usual (shared weights, the same for every task)."""
+
+    def forward(self, x: Tensor, task: int) -> Tensor:  # type: ignore[override]
+        for module in self:
+            x = module(x, task) if isinstance(module, TaskBatchNorm2d) else module(x)
+        return x
+
+    def task_bn_pairs(self) -> list[tuple[nn.Module, TaskBatchNorm2d]]:
+        """(conv, task BNs) for every TaskBatchNorm2d, paired with the nearest preceding conv / linear layer."""
+        pairs, last = [], None
+        for module in self:
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                last = module
+            elif isinstance(module, TaskBatchNorm2d):
+                if last is None or last.weight.shape[0] != module.bns[0].num_features:
+                    raise ValueError("TaskSequential: every TaskBatchNorm2d must follow a conv with as many output channels")
+                pairs.append((last, module))
+        return pairs
+
+
+class TaskBNTailModel(MTLModel):
+    """Shared trunk -> shared tail with task-specific BNs -> heads (the benchmarks' task-BN models).
+
+    ``forward(x) -> (Z, outputs)`` with ``Z = trunk(x)`` computed once and
+    ``outputs[k] = heads[k](tail(Z, k))``: the tail (a :class:`TaskSequential`, e.g. ``conv (no bias) ->
+    TaskBatchNorm2d -> ReLU``) runs once per task, through task k's BNs. So:
+
+    - **every method** trains the same network: its K task losses come from one call of ``forward``
+      (the tail's cost is paid K times, the trunk's once); parameter-space methods see the trunk's
+      and the tail's shared weights as ``shared_parameters()``;
+    - **representation-space methods** (``mgda_ub``, ``aligned_mtl_ub``) differentiate against
+      ``Z``, the trunk's output, which every task's loss depends on (a genuinely shared
+      representation; the tail's shared weights are then updated by the aggregated direction like any
+      other shared parameter);
+    - **Connection Strength** reads ``task_bn_groups()``: one group per tail conv followed by task BNs;
+    - **single-task learning** (``stl:k``) trains task k's path; the other tasks' BNs and heads get no
+      gradient.
+
+    Only the tail has task-specific BNs (the Connection Strength paper puts them after every shared
+    conv): a trunk without them keeps one shared ``Z`` and keeps the K-fold cost to the tail.
+    Task-specific parameters (``task_parameters()``): the tail's BNs **and** the heads.
+    """
+
+    def __init__(self, trunk: nn.Module, tail: TaskSequential, heads: Sequence[nn.Module]):
+        super().__init__(trunk, heads)
+        self.tail = tail
+        pairs = tail.task_bn_pairs()
+        if not pairs:
+            raise ValueError("TaskBNTailModel: the tail has no TaskBatchNorm2d")
+        for _, norm in pairs:
+            if norm.K != len(self.heads):
+                raise ValueError(f"TaskBNTailModel: {len(self.heads)} heads but a TaskBatchNorm2d with K = {norm.K}")
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        z = self.encoder(x)
+        return z, [h(self.tail(z, k)) for k, h in enumerate(self.heads)]
+
+    def _task_bn_ids(self) -> set[int]:
+        return {id(p) for m in self.tail if isinstance(m, TaskBatchNorm2d) for p in m.parameters()}
+
+    def shared_parameters(self) -> list[Tensor]:
+        bn = self._task_bn_ids()
+        tail = [p for p in self.tail.parameters() if p.requires_grad and id(p) not in bn]
+        return [p for p in self.encoder.parameters() if p.requires_grad] + tail
+
+    def task_parameters(self) -> list[Tensor]:
+        bn = [p for m in self.tail if isinstance(m, TaskBatchNorm2d) for p in m.parameters() if p.requires_grad]
+        return bn + [p for p in self.heads.parameters() if p.requires_grad]
+
+    def task_parameters_of(self, task: int) -> list[Tensor]:
+        """The parameters only task ``task``'s loss reaches: its tail BNs and its head."""
+        bn = [p for m in self.tail if isinstance(m, TaskBatchNorm2d) for p in m.bns[task].parameters() if p.requires_grad]
+        return bn + [p for p in self.heads[task].parameters() if p.requires_grad]
+
+    def last_shared_parameters(self) -> list[Tensor]:
+        """The last shared layer of the tail that has parameters (GradNorm's W)."""
+        for module in reversed(list(self.tail)):
+            if isinstance(module, TaskBatchNorm2d):
+                continue
+            own = [p for p in module.parameters() if p.requires_grad]
+            if own:
+                return own
+        return super().last_shared_parameters()
+
+    def task_bn_groups(self) -> list[TaskBNGroup]:
+        return [TaskBNGroup(conv.weight, [bn.weight for bn in norm.bns], [bn.running_var for bn in norm.bns],
+                            norm.bns[0].eps) for conv, norm in self.tail.task_bn_pairs()]

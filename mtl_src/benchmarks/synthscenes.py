@@ -202,6 +202,21 @@ class SegNetTrunk(nn.Module):
         return x
 
 
+def task_bn_segnet(widths: tuple[int, ...], depths: tuple[int, ...], K: int) -> tuple[SegNetTrunk, nn.Module]:
+    """:class:`SegNetTrunk` whose last conv-BN-ReLU block (full resolution, ``widths[0]`` channels) is
+    replaced by a tail ``conv3x3 (no bias) -> task k's BatchNorm -> ReLU`` (for Connection Strength, see
+    :class:`mtl_src.nn.TaskBNTailModel`). Z is then the trunk's output, the input of that conv."""
+    from ..nn import TaskBatchNorm2d, TaskSequential
+
+    trunk = SegNetTrunk(widths, depths)
+    last = trunk.dec[-1]
+    last[len(last) - 1] = nn.Identity()
+    c = widths[0]
+    tail = TaskSequential(nn.Conv2d(c, c, 3, padding=1, bias=False), TaskBatchNorm2d(c, K), nn.ReLU())
+    nn.init.xavier_normal_(tail[0].weight)
+    return trunk, tail
+
+
 def _xavier(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
@@ -260,13 +275,16 @@ class SynthScenes(Benchmark):
     Options: ``tasks`` (a subset of ``TASKS``, in that order of the heads; default the NYUv2 three),
     ``n_train`` / ``n_test`` (scenes; ``None`` = the profile's), ``image_size`` ((H, W), divisible by
     2 ** levels of the SegNet; ``None`` = the profile's), ``workers`` (rendering processes; ``None`` =
-    one for small jobs, up to 8 for large ones; does not change the data).
+    one for small jobs, up to 8 for large ones; does not change the data), ``task_bn`` (default True:
+    the decoder's last conv is followed by task-specific batch norms, the architecture Connection
+    Strength needs and every method trains; False: one shared BN there).
     """
 
     def __init__(self, profile: str = "fast", data_root: str | None = None, seed: int = 0,
                  tasks: tuple[str, ...] | list[str] = ("segmentation", "depth", "normal"),
                  n_train: int | None = None, n_test: int | None = None,
-                 image_size: tuple[int, int] | None = None, workers: int | None = None):
+                 image_size: tuple[int, int] | None = None, workers: int | None = None,
+                 task_bn: bool = True):
         if profile not in _PROFILES:
             raise ValueError(f"synthscenes: unknown profile {profile!r}; use 'fast' or 'paper'")
         p = _PROFILES[profile]
@@ -295,6 +313,7 @@ class SynthScenes(Benchmark):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.widths, self.depths = tuple(p["widths"]), tuple(p["depths"])
         self.workers = workers
+        self.task_bn = bool(task_bn)
         self.metrics = [Metric(name, t, hib) for t in self.tasks for name, hib in _METRICS[t]]
         self.stl_baseline = None
         self.n_classes = len(CLASSES)
@@ -309,7 +328,8 @@ class SynthScenes(Benchmark):
 
     def config(self) -> dict[str, Any]:
         return {**self.data_config(), "profile": self.profile, "tasks": list(self.tasks),
-                "widths": list(self.widths), "depths": list(self.depths)}
+                "widths": list(self.widths), "depths": list(self.depths),
+                **({"task_bn": True} if self.task_bn else {})}
 
     def training(self) -> dict[str, Any]:
         """``paper``: nash-mtl / MTAN NYUv2 settings (Adam 1e-4, batch 2, 200 epochs, StepLR(100, 0.5));
@@ -360,9 +380,16 @@ class SynthScenes(Benchmark):
 
     # -- model and losses -----------------------------------------------------------------------
     def build_model(self) -> MTLModel:
+        """The SegNet and one MTAN head per task. With ``task_bn`` (the default) the decoder's last
+        conv-BN-ReLU block becomes a tail with task-specific BNs (:func:`task_bn_segnet`)."""
         c = self.widths[0]
         out = {"segmentation": self.n_classes, "depth": 1, "normal": 3, "edge": 1}
         heads = [_head(c, out[t], unit=(t == "normal")) for t in self.tasks]
+        if self.task_bn:
+            from ..nn import TaskBNTailModel
+
+            trunk, tail = task_bn_segnet(self.widths, self.depths, len(self.tasks))
+            return TaskBNTailModel(trunk, tail, heads)
         return MTLModel(SegNetTrunk(self.widths, self.depths), heads)
 
     def losses(self, outputs: list[Tensor], batch: Any) -> Tensor:
