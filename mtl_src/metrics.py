@@ -565,7 +565,8 @@ def mean_rank(table: Any, higher_is_better: Any) -> Any:
 def summarize(results: Any, baseline: Mapping[str, float], higher_is_better: Mapping[str, bool] | None = None,
               *, metrics: Sequence[Any] | None = None, tasks: Mapping[str, str] | None = None,
               split: str = "test", epoch: int | Literal["last"] = "last", benchmark: str | None = None,
-              average: Average = "metric", sign: Sign = "drop", var_over: Average = "metric") -> Any:
+              average: Average = "metric", sign: Sign = "drop", var_over: Average = "metric",
+              rank_exclude: Sequence[str] = ("stl",)) -> Any:
     r"""Per-method summary table from a tidy results frame.
 
     ``results`` has the columns ``benchmark, method, seed, epoch, split, metric, task, value``
@@ -579,7 +580,8 @@ def summarize(results: Any, baseline: Mapping[str, float], higher_is_better: Map
     and ``<metric> sd`` (sample sd, ddof = 1; NaN for one seed); ``delta_m`` and ``delta_m sd`` (Delta m
     of each seed, then mean / sd); ``var_delta_m`` (:func:`var_delta_m` of the seed-mean metrics, as
     PIVRG computes it from its averaged table rows); ``mr`` (:func:`mean_rank` of the seed-mean metrics
-    among the methods of the table); ``n_seeds``. ``average`` / ``sign`` as in :func:`delta_m`.
+    among the methods of the table, except those of ``rank_exclude``: the papers rank the multi-task
+    methods only, so the single-task row "stl" gets MR = NaN and does not shift the others' ranks); ``n_seeds``. ``average`` / ``sign`` as in :func:`delta_m`.
     """
     import pandas as pd
 
@@ -632,7 +634,8 @@ def summarize(results: Any, baseline: Mapping[str, float], higher_is_better: Map
     out["delta_m sd"] = dm.std(ddof=1)
     out["var_delta_m"] = np.atleast_1d(var_delta_m(mean[names].to_numpy(), baseline, higher_is_better,
                                                    var_over, tasks))
-    out["mr"] = mean_rank(mean[names], higher_is_better)
+    ranked = mean.loc[[m for m in mean.index if m not in set(rank_exclude)], names]
+    out["mr"] = mean_rank(ranked, higher_is_better) if len(ranked) else np.nan  # excluded rows: NaN
     out["n_seeds"] = g.size()
     out.attrs.update({"split": split, "epoch": epoch, "average": average, "sign": sign, "var_over": var_over})
     return out

@@ -60,7 +60,7 @@ def display_table(table: pd.DataFrame, bench, digits: int = 2) -> pd.DataFrame:
         arrow = "↑" if mt.higher_is_better else "↓"
         out[f"{mt.name} {arrow}"] = [pm(m, s) for m, s in zip(table[mt.name], table[f"{mt.name} sd"])]
     out["Δm % ↓"] = [pm(m, s) for m, s in zip(table["delta_m"], table["delta_m sd"])]
-    out["MR ↓"] = table["mr"].map(lambda v: f"{v:.2f}")
+    out["MR ↓"] = table["mr"].map(lambda v: "" if not np.isfinite(v) else f"{v:.2f}")  # STL is not ranked
     out["Var[Δm_i] ↓"] = table["var_delta_m"].map(lambda v: f"{v:.1f}")
     if "time x ls" in table:
         out["time / ls"] = table["time x ls"].map(lambda v: "" if not np.isfinite(v) else f"{v:.2f}")

@@ -252,6 +252,18 @@ def test_summarize_per_method_table():
     assert e1.loc["Y", "a"] == pytest.approx(350.0)
 
 
+def test_mean_rank_leaves_out_the_stl_row():
+    """The papers rank the multi-task methods only: an STL row that beats both must not shift their MR."""
+    df = _tidy()
+    stl = df[df.method == "Y"].assign(method="stl")
+    stl.loc[stl.split == "test", "value"] *= 0.001  # better than X and Y on the lower-is-better metrics
+    s = M.summarize(pd.concat([df, stl]), BASE, HIB)
+    assert np.isnan(s.loc["stl", "mr"])
+    assert s.loc["X", "mr"] == pytest.approx(5 / 3) and s.loc["Y", "mr"] == pytest.approx(4 / 3)
+    ranked_too = M.summarize(pd.concat([df, stl]), BASE, HIB, rank_exclude=())
+    assert np.isfinite(ranked_too.loc["stl", "mr"]) and ranked_too.loc["X", "mr"] != pytest.approx(5 / 3)
+
+
 def test_summarize_errors():
     df = _tidy()
     with pytest.raises(ValueError, match="benchmarks"):
