@@ -7,6 +7,7 @@ several optimizer steps per batch need no special case here.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from . import methods as _methods
 from .methods import Forward, Method, StepContext
 from .problems import toy
 
-__all__ = ["ToyRun", "train_toy", "resolve_device", "train", "RunResult", "RESULT_COLUMNS"]
+__all__ = ["ToyRun", "train_toy", "toy_min_losses", "TOY_LOWER_BOUND", "resolve_device", "train", "RunResult", "RESULT_COLUMNS"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -62,6 +63,10 @@ def train_toy(
     ``method`` is a registered name (``hyperparameters`` go to :func:`mtl_src.methods.make`) or a
     :class:`Method` instance. Each start is an independent run: x is the only (shared) parameter.
 
+    Methods that need lower bounds of the losses (``min_losses`` of FAMO, SI, GradNorm) get the toy's
+    :data:`TOY_LOWER_BOUND` (the FAMO authors' toy value, below the computed minima
+    :func:`toy_min_losses`) unless given; so any registered name (or ``pi:<name>`` spec) runs.
+
     ``fast=True`` (default) runs aggregators on closed-form toy gradients with a numpy Adam identical
     to ``torch.optim.Adam`` (all starts at once, ~10x faster; tested equal to the generic path);
     ``fast=False``, and every method that owns its step, go through ``Method.step`` with autograd.
@@ -70,6 +75,8 @@ def train_toy(
         raise ValueError(f"iterations must be >= 0, got {iterations}")
     if record_every < 1:
         raise ValueError(f"record_every must be >= 1, got {record_every}")
+    if isinstance(method, str):
+        hyperparameters = {**_toy_defaults(method, hyperparameters), **hyperparameters}
     m = _methods.make(method, **hyperparameters) if isinstance(method, str) else method
     dev = resolve_device(device)
     name = method if isinstance(method, str) else m.name
@@ -104,6 +111,56 @@ def train_toy(
                     xs[s, it // record_every] = x.cpu().numpy()
                     fs[s, it // record_every] = toy.losses(x).cpu().numpy()
     return ToyRun(name, xs, fs, dict(hyperparameters))
+
+
+#: Lower bound of both toy losses used by default for ``min_losses``: the FAMO authors' toy script sets
+#: min_losses = (-21 scale, -21), i.e. (-21, -21) for the unscaled toy used here; :func:`toy_min_losses`
+#: (tested) shows it is a strict lower bound.
+TOY_LOWER_BOUND = -21.0
+
+
+@functools.lru_cache(maxsize=1)
+def toy_min_losses() -> tuple[float, float]:
+    """The global minima of the two toy losses, computed (not typed in).
+
+    Where x2 > 0 each loss is c1 (log(...) + 6) > log(5e-6) + 6 > -6.3; where x2 <= 0 it is
+    c2 (quadratic - 20) >= -20. The minimum therefore lies in x2 < 0 (about -19.99, at x1 = +7 for f1
+    and -7 for f2); it is found by L-BFGS-B from the best point of a grid on [-10, 10]^2.
+    """
+    from scipy.optimize import minimize
+
+    g = np.linspace(-10.0, 10.0, 201)
+    X = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    F, _ = toy.losses_and_jacobian_np(X)
+    out = []
+    for i in range(2):
+        def fun(z: np.ndarray) -> tuple[float, np.ndarray]:
+            f, J = toy.losses_and_jacobian_np(z[None])
+            return float(f[0, i]), J[0, i]
+
+        res = minimize(fun, X[np.argmin(F[:, i])], jac=True, method="L-BFGS-B",
+                       options={"gtol": 1e-12, "ftol": 1e-15})
+        out.append(min(float(res.fun), float(F[:, i].min())))
+    return tuple(out)
+
+
+def _toy_defaults(spec: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters the toy problem supplies when the caller does not: ``min_losses`` (FAMO, SI,
+    GradNorm, and a PI wrapper around one of them) = :data:`TOY_LOWER_BOUND` for both tasks, since the
+    toy losses are negative and those methods need a strict lower bound L_i > m_i."""
+    name, first = _methods.parse_spec(spec)
+    hp = {**first, **given}
+    out: dict[str, Any] = {}
+    if "min_losses" in _methods.hyperparameters(name) and "min_losses" not in hp:
+        out["min_losses"] = [TOY_LOWER_BOUND, TOY_LOWER_BOUND]
+    if name == "pi":
+        base = hp.get("base", _methods.hyperparameters("pi")["base"])
+        bkw = dict(hp.get("base_kwargs") or {})
+        bname, _ = _methods.parse_spec(base)
+        if "min_losses" in _methods.hyperparameters(bname) and "min_losses" not in bkw:
+            bkw["min_losses"] = [TOY_LOWER_BOUND, TOY_LOWER_BOUND]
+            out["base_kwargs"] = bkw
+    return out
 
 
 def _train_toy_aggregator(

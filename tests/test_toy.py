@@ -4,7 +4,7 @@ import torch
 
 from mtl_src import methods
 from mtl_src.problems import toy
-from mtl_src.train import train_toy
+from mtl_src.train import TOY_LOWER_BOUND, toy_min_losses, train_toy
 
 
 def test_closed_form_jacobian_matches_autograd(rng):
@@ -36,16 +36,37 @@ def test_fast_toy_path_equals_the_generic_step(name):
     np.testing.assert_allclose(fast.losses, slow.losses, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", methods.available())
-def test_every_method_trains_the_toy(name):
-    # The toy's losses are 0 at the origin and reach -20: methods that take logs or ratios of the losses
-    # need a lower bound, as in the FAMO authors' toy script (-21); without it they raise (tested there).
-    hp = {"min_losses": -21.0} if "min_losses" in methods.hyperparameters(name) else {}
-    run = train_toy(name, iterations=300, record_every=10, **hp)
+@pytest.mark.parametrize("name", methods.available() + ["pi:famo", "pi:si", "pi:nash_mtl"])
+def test_every_method_trains_the_toy_by_name(name):
+    # no hyperparameters: methods that need lower bounds of the (negative) toy losses get the toy's
+    # default, TOY_LOWER_BOUND, so the toy figure can include any method by name
+    run = train_toy(name, iterations=300, record_every=10)
     assert run.xs.shape == (5, 31, 2) and np.isfinite(run.xs).all()
     # every run moves and the summed loss decreases from the start for at least 4 of 5 starts
     assert (np.abs(run.xs[:, -1] - run.xs[:, 0]).sum(1) > 1e-3).all()
     assert (run.losses[:, -1].sum(1) < run.losses[:, 0].sum(1)).sum() >= 4
+
+
+def test_toy_default_lower_bound_is_below_the_computed_minima():
+    from scipy.optimize import minimize
+
+    m = toy_min_losses()
+    assert TOY_LOWER_BOUND < min(m)
+    # the computed minima are the minima: no start of a local search goes below them
+    for x0 in np.random.default_rng(0).uniform(-10, 10, (30, 2)):
+        for i in range(2):
+            res = minimize(lambda z: float(toy.losses(torch.tensor(z))[i]), x0, method="Nelder-Mead",
+                           options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000})
+            assert res.fun >= m[i] - 1e-7
+    # and they are attained near x = (+-7, x2 < 0), where the quadratic part is smallest
+    F = toy.losses(torch.tensor([[7.0, -8.0], [-7.0, -8.0]])).numpy()
+    assert m[0] <= F[0, 0] and m[1] <= F[1, 1] and m[0] > -20 and m[1] > -20
+
+
+def test_toy_defaults_do_not_override_given_hyperparameters():
+    run = train_toy("famo", iterations=5, min_losses=-30.0)
+    assert run.hyperparameters["min_losses"] == -30.0
+    assert train_toy("si", iterations=5).hyperparameters["min_losses"] == [TOY_LOWER_BOUND] * 2
 
 
 def test_train_toy_rejects_bad_input():
