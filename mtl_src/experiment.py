@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from . import methods as _methods
@@ -141,7 +143,9 @@ def stl_baseline(
         rows = read_results(path)
     else:
         kwargs = {"device": device, "progress": progress, "eval_splits": (split,), **cfg}
-        jobs = [(f"stl:{k}", seed, kwargs) for k in range(bench.K) for seed in seeds]
+        ck_dir = path.parent / f"{path.stem}.checkpoints" if cache else None  # resumable long STL runs
+        jobs = [(f"stl:{k}", seed, {**kwargs, **_checkpointing(ck_dir, f"stl:{k}", seed)})
+                for k in range(bench.K) for seed in seeds]
         saved, bench.stl_baseline = bench.stl_baseline, None
         try:
             rows = pd.concat(list(_execute(bench, jobs, workers)), ignore_index=True)
@@ -149,6 +153,8 @@ def stl_baseline(
             bench.stl_baseline = saved
         if cache:
             write_csv(rows, path)
+            if ck_dir is not None:
+                shutil.rmtree(ck_dir, ignore_errors=True)
     last = rows[(rows.split == split)]
     last = last[last.epoch == last.epoch.max()]
     baseline: dict[str, float] = {}
@@ -194,16 +200,67 @@ def run(
     cfg = _training(bench, train_overrides)
     csv = Path(out_dir) / "results.csv" if out_dir is not None else None
     frame = pd.DataFrame(columns=RESULT_COLUMNS)
+    if csv is not None:
+        check_run_config(out_dir, run_config(bench, cfg, hyperparameters))
     if csv is not None and resume and csv.exists():
         frame = read_results(csv)
     done = set(zip(frame.method, frame.seed)) if len(frame) else set()
-    jobs = [(spec, seed, {"device": device, "progress": progress, **cfg, **hyperparameters.get(spec, {})})
+    jobs = [(spec, seed, {"device": device, "progress": progress, **cfg, **hyperparameters.get(spec, {}),
+                          **_checkpointing(out_dir, spec, seed)})
             for spec in specs for seed in seeds if (spec, seed) not in done]
-    for rows in _execute(bench, jobs, workers):
+    for (spec, seed, kwargs), rows in zip(jobs, _execute(bench, jobs, workers)):
         frame = pd.concat([frame, rows], ignore_index=True) if len(frame) else rows
         if csv is not None:
             write_csv(frame, csv)
+        if kwargs.get("checkpoint"):  # the run's rows are safe in the CSV: its checkpoint is no longer needed
+            Path(kwargs["checkpoint"]).unlink(missing_ok=True)
     return frame
+
+
+def _checkpointing(out_dir: str | os.PathLike | None, spec: str, seed: int) -> dict[str, Any]:
+    """Train kwargs that checkpoint a run under ``<out_dir>/checkpoints/`` after every epoch and resume an
+    interrupted one from there (the trainer's checkpoint + resume; nothing without ``out_dir``)."""
+    if out_dir is None:
+        return {}
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec)
+    return {"checkpoint": str(Path(out_dir) / "checkpoints" / f"{safe}-seed{seed}.pt"), "resume": True}
+
+
+#: the file in an out_dir that records the configuration its results.csv was trained with
+RUN_CONFIG = "run_config.json"
+
+
+def run_config(bench, train_cfg: dict[str, Any], hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What determines the runs of an out_dir: the benchmark's configuration, the training settings,
+    per-method hyperparameters and the Delta m baseline the methods get as feedback (PIVRG, PI-*)."""
+    base = getattr(bench, "stl_baseline", None)
+    return json.loads(json.dumps({
+        "bench": bench.config(), "train": dict(train_cfg), "hyperparameters": dict(hyperparameters or {}),
+        "stl_baseline": None if base is None else {k: round(float(v), 12) for k, v in sorted(base.items())},
+    }, sort_keys=True, default=str))
+
+
+def check_run_config(out_dir: str | os.PathLike, config: dict[str, Any]) -> None:
+    """Record ``config`` in ``<out_dir>/run_config.json``, or refuse when the folder holds results of another one.
+
+    Resuming skips the (method, seed) pairs already in results.csv; mixing runs of two configurations
+    in one table would be silent nonsense, so a different configuration raises, naming what differs."""
+    out = Path(out_dir)
+    path = out / RUN_CONFIG
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != config:
+            diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            detail = "; ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff)
+            raise ValueError(
+                f"{out} holds results of another configuration ({detail}); use another out_dir "
+                f"(or delete {out}) instead of mixing configurations in one results.csv"
+            )
+        return
+    if (out / "results.csv").exists():
+        raise ValueError(f"{out}/results.csv has no {RUN_CONFIG}, so its configuration is unknown; "
+                         "use another out_dir (or delete the folder)")
+    save_json(config, path)
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> None:
@@ -238,41 +295,64 @@ class Study:
     stl_rows: pd.DataFrame | None = None
     results: pd.DataFrame | None = None
     workers: int = 1
+    #: where Delta m's single-task values come from: "trained" (the ``stl`` runs) or "published"
+    baseline_source: str = "trained"
 
     @classmethod
     def prepare(cls, benchmark: str, *, profile: str = "fast", methods: str | Sequence[str] = "all",
                 seeds: Sequence[int] | None = None, epochs: int | None = None, device: str = "cpu",
                 data_root: str | None = None, out_dir: str | os.PathLike | None = None,
-                workers: int | None = None, **options: Any) -> "Study":
-        """Validate everything (benchmark, profile, methods, device) and build the benchmark.
+                workers: int | None = None, baseline: str | None = None, **options: Any) -> "Study":
+        """Validate everything (benchmark, profile, methods, seeds, epochs, device) and build the benchmark.
 
-        ``workers``: runs trained at once (default: one per CPU core on the CPU, 1 on a GPU)."""
+        ``workers``: runs trained at once (default: one per CPU core on the CPU, 1 on a GPU).
+        ``seeds``: a list of non-negative ints (or an int n, meaning ``range(n)``); ``epochs`` >= 1.
+        ``baseline``: Delta m against ``"trained"`` single-task runs (the ``stl`` method, trained and
+        cached here) or the ``"published"`` single-task values of the papers' public code
+        (:func:`published_baseline`: NYUv2, Cityscapes, QM9 at full scale; no STL runs are trained).
+        None: "published" in the paper profile where the benchmark has them, else "trained"."""
         from . import benchmarks
         from .train import resolve_device
 
         if profile not in PROFILE_SEEDS:
             raise ValueError(f"unknown profile {profile!r}; use one of {sorted(PROFILE_SEEDS)}")
+        if baseline not in (None, "trained", "published"):
+            raise ValueError(f"baseline must be 'trained', 'published' or None (the profile's default), got {baseline!r}")
+        seeds = check_seeds(seeds)
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+            raise ValueError(f"epochs must be an integer >= 1 (or None: the profile's), got {epochs!r}")
         resolve_device(device)
         names = comparison_methods(pi=True) if methods == "all" else [methods] if isinstance(methods, str) else list(methods)
         for spec in names:
             _methods.make(spec)
         bench = benchmarks.make(benchmark, profile=profile, data_root=data_root, **options)
+        published = published_baseline(bench)
+        if baseline is None:
+            baseline = "published" if profile == "paper" and published is not None else "trained"
+        if baseline == "published" and published is None:
+            raise ValueError(f"{benchmark!r} has no published single-task baseline (its module's STL_BASELINE is None); "
+                             "use baseline='trained'")
         if out_dir is None:
             out_dir = tempfile.mkdtemp(prefix=f"mtl-{benchmark}-")
         return cls(bench, names, list(PROFILE_SEEDS[profile] if seeds is None else seeds), device,
                    Path(out_dir), {"epochs": epochs},
-                   workers=default_workers(device) if workers is None else int(workers))
+                   workers=default_workers(device) if workers is None else int(workers), baseline_source=baseline)
 
     @property
     def csv(self) -> Path:
         return self.out_dir / "results.csv"
 
     def train_baseline(self, progress: bool = False) -> dict[str, float]:
-        """Single-task learning of every task (cached), set as the benchmark's Delta m baseline."""
-        self.baseline, self.stl_rows = stl_baseline(self.bench, seeds=self.seeds, device=self.device,
-                                                    progress=progress, workers=self.workers, **self.overrides)
+        """The benchmark's Delta m baseline: single-task learning of every task (trained, cached; its
+        rows become the table's "stl" row) or, with ``baseline_source="published"``, the public
+        code's values (nothing trained, no "stl" row)."""
+        if self.baseline_source == "published":
+            self.baseline, self.stl_rows = dict(published_baseline(self.bench)), None
+        else:
+            self.baseline, self.stl_rows = stl_baseline(self.bench, seeds=self.seeds, device=self.device,
+                                                        progress=progress, workers=self.workers, **self.overrides)
+            write_csv(self.stl_rows, self.out_dir / "stl.csv")
         self.bench.stl_baseline = self.baseline
-        write_csv(self.stl_rows, self.out_dir / "stl.csv")
         return self.baseline
 
     def train_all(self, progress: bool = False) -> pd.DataFrame:
@@ -291,3 +371,74 @@ class Study:
             raise RuntimeError("Study.table: call train_all() first")
         return report.results_table(self.results, self.bench, self.baseline, stl_rows=self.stl_rows,
                                     average=average)
+
+    def table_problems(self, table: pd.DataFrame) -> list[str]:
+        """What is wrong with a results table (empty when nothing): every method (and "stl" when the
+        baseline was trained) has a row with finite metrics, Delta m and Var[Delta m_i]; the methods have
+        a finite MR and STL none (it is not ranked); every row averages every seed; STL measured against
+        itself has Delta m = 0."""
+        problems = []
+        expected = set(self.methods) | ({"stl"} if self.stl_rows is not None else set())
+        if set(table.index) != expected:
+            problems.append(f"rows differ from the runs: {sorted(expected ^ set(table.index))}")
+        cols = [m.name for m in self.bench.metrics] + ["delta_m", "var_delta_m"]
+        bad = table.index[~np.isfinite(table[cols].to_numpy(float)).all(1)].tolist()
+        if bad:
+            problems.append(f"non-finite metrics / Delta m / Var for {bad}")
+        ranked = table.drop(index=["stl"], errors="ignore")
+        if not np.isfinite(ranked["mr"].to_numpy(float)).all() or ("stl" in table.index and np.isfinite(table.loc["stl", "mr"])):
+            problems.append("MR must be finite for the methods and absent for STL")
+        if not (table["n_seeds"] == len(self.seeds)).all():
+            problems.append(f"rows with fewer than {len(self.seeds)} seeds: {table.index[table.n_seeds != len(self.seeds)].tolist()}")
+        if "stl" in table.index and abs(table.loc["stl", "delta_m"]) > 1e-9:
+            problems.append(f"STL against itself has Delta m {table.loc['stl', 'delta_m']}, not 0")
+        return problems
+
+    def loss_falls(self, method: str = "ls", metrics: Sequence[str] | None = None) -> tuple[bool | None, pd.Series]:
+        """Did ``method``'s training loss fall? The summed per-task training loss per epoch (mean over
+        seeds; ``metrics``: which ``loss_*`` to sum, default all) and whether its last epoch is below its
+        first: True / False, or None when the runs have one epoch only (the trainer records epoch means,
+        so one epoch gives nothing to compare; the check then does not apply)."""
+        r = self.results
+        if r is None:
+            raise RuntimeError("Study.loss_falls: call train_all() first")
+        rows = r[(r.method == method) & (r.split == "train") & r.metric.str.startswith("loss_")]
+        if metrics is not None:
+            rows = rows[rows.metric.isin(list(metrics))]
+        if rows.empty:
+            raise ValueError(f"Study.loss_falls: no training losses of {method!r}")
+        curve = rows.groupby(["epoch", "seed"]).value.sum().groupby("epoch").mean().rename(f"{method} training loss")
+        return (None if len(curve) < 2 else bool(curve.iloc[-1] < curve.iloc[0])), curve
+
+
+def check_seeds(seeds: Any) -> list[int] | None:
+    """Seeds as a list of distinct non-negative ints; an int n means ``range(n)``; None stays None."""
+    if seeds is None:
+        return None
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds: an integer n means seeds 0..n-1 and must be >= 1, got {seeds}")
+        return list(range(seeds))
+    if isinstance(seeds, (list, tuple)) and seeds and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds) and len(set(seeds)) == len(seeds):
+        return list(seeds)
+    raise ValueError(f"seeds must be a non-empty list of distinct non-negative integers (e.g. [0, 1, 2]) or an "
+                     f"integer n (= range(n)), got {seeds!r}")
+
+
+def published_baseline(bench) -> dict[str, float] | None:
+    """The single-task values the papers' public code measures Delta m against, for ``bench``, or None.
+
+    Read from the benchmark module's ``STL_BASELINE`` (NYUv2, Cityscapes, QM9). They were measured on
+    the full-scale data with the published networks, so :class:`Study` uses them by default only in the
+    "paper" profile (elsewhere only when asked: a subsample or a narrower network is then compared
+    with another network's numbers)."""
+    import sys
+
+    table = getattr(sys.modules.get(type(bench).__module__), "STL_BASELINE", None)
+    if table is None:
+        return None
+    names = [m.name for m in bench.metrics]
+    if set(table) != set(names):
+        raise RuntimeError(f"{bench.name}: STL_BASELINE has metrics {sorted(table)}, the benchmark {sorted(names)}")
+    return {n: float(table[n]) for n in names}
