@@ -273,6 +273,23 @@ def save_json(obj: Any, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+#: The benchmark an experiment chapter runs when its ``benchmark`` parameter is None, per profile (the
+#: embedded benchmark in "fast", the full-scale dataset in "paper"); chapters not listed name theirs.
+CHAPTER_BENCHMARKS: dict[str, dict[str, str]] = {
+    "01_multimnist": {"fast": "multimnist", "paper": "multimnist_full"},
+    "03_synthscenes": {"fast": "synthscenes", "paper": "nyuv2"},
+}
+
+
+def default_benchmark(chapter: str, profile: str) -> str:
+    """The benchmark of experiment chapter ``chapter`` (its notebook's stem) in ``profile``."""
+    try:
+        return CHAPTER_BENCHMARKS[chapter][profile]
+    except KeyError:
+        raise ValueError(f"no default benchmark for chapter {chapter!r} and profile {profile!r}; "
+                         f"pass -p benchmark NAME (known defaults: {CHAPTER_BENCHMARKS})") from None
+
+
 #: Seeds of each profile when a chapter does not name them (the papers report 3 seeds).
 PROFILE_SEEDS: dict[str, list[int]] = {"fast": [0, 1], "paper": [0, 1, 2]}
 

@@ -24,6 +24,8 @@ from typing import Any
 __all__ = ["main", "read_parameters", "validate", "ParameterError"]
 
 COUNT_NAMES = {"iterations", "epochs", "n_seeds", "draws", "n_draws", "batch_size"}
+#: counts that must be at least 1 (zero epochs would train nothing and report an untrained network)
+POSITIVE_NAMES = {"epochs", "n_seeds", "batch_size"}
 PROFILES = ("fast", "paper")
 
 
@@ -82,8 +84,12 @@ def _same_kind(default: Any, value: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def validate(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Check ``overrides`` against the notebook's defaults; return the cleaned overrides."""
+def validate(defaults: dict[str, Any], overrides: dict[str, Any], notebook: str | None = None) -> dict[str, Any]:
+    """Check ``overrides`` against the notebook's defaults; return the cleaned overrides.
+
+    ``notebook``: the notebook's stem; given, a benchmark that reads a prepared dataset (the parameter
+    ``benchmark``, or the chapter's default for the profile) must find its MANIFEST.json under data_root.
+    ``seeds`` may be a list of distinct non-negative integers or an integer n (seeds 0..n-1)."""
     from . import methods
     from .train import resolve_device
 
@@ -99,9 +105,15 @@ def validate(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, A
             )
         if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
             value = int(value)
-        if (name in COUNT_NAMES or (name == "seeds" and not isinstance(value, (list, tuple)))) and (
-                not isinstance(value, int) or value < 0):
-            raise ParameterError(f"parameter {name!r} must be a non-negative integer, got {value!r}")
+        if name in COUNT_NAMES and value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < (1 if name in POSITIVE_NAMES else 0)):
+            kind = "a positive integer (>= 1)" if name in POSITIVE_NAMES else "a non-negative integer"
+            raise ParameterError(f"parameter {name!r} must be {kind}, got {value!r}")
+        if name == "seeds" and value is not None and not isinstance(value, (list, tuple)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ParameterError(f"parameter 'seeds' must be a non-empty list of non-negative integers "
+                                     f"(e.g. [0, 1, 2]) or an integer n >= 1 meaning seeds 0..n-1, got {value!r}")
+            value = list(range(value))
         if name == "device":
             try:
                 resolve_device(value)
@@ -123,8 +135,9 @@ def validate(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, A
         if name == "profile" and value not in PROFILES:
             raise ParameterError(f"unknown profile {value!r}; use one of {', '.join(PROFILES)} (-p profile paper)")
         if name == "seeds" and isinstance(value, (list, tuple)):
-            if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
-                raise ParameterError(f"parameter 'seeds' must be a non-empty list of non-negative integers, got {value!r}")
+            if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value) \
+                    or len(set(value)) != len(value):
+                raise ParameterError(f"parameter 'seeds' must be a non-empty list of distinct non-negative integers, got {value!r}")
             value = list(value)
         if name == "data_root" and value is not None and not Path(str(value)).expanduser().is_dir():
             raise ParameterError(
@@ -132,7 +145,35 @@ def validate(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, A
                 "(see data_scripts/README.md)"
             )
         clean[name] = list(value) if isinstance(value, tuple) else value
+    if notebook is not None:
+        _check_prepared_data(defaults, clean, notebook)
     return clean
+
+
+def _check_prepared_data(defaults: dict[str, Any], clean: dict[str, Any], notebook: str) -> None:
+    """A benchmark that reads a prepared dataset needs its MANIFEST.json under data_root, checked up front
+    with the loaders' own check (presence and sizes of every listed file; hashes are left to the run)."""
+    if "benchmark" not in defaults:
+        return
+    profile = clean.get("profile", defaults.get("profile", "fast"))
+    name = clean.get("benchmark", defaults["benchmark"])
+    if name is None:
+        from .experiment import CHAPTER_BENCHMARKS
+
+        name = CHAPTER_BENCHMARKS.get(notebook, {}).get(str(profile))
+    if not isinstance(name, str):
+        return
+    from . import benchmarks
+    from .benchmarks._models import load_manifest
+    from .data import MissingDataError, data_root
+
+    if not getattr(benchmarks.get(name), "prepared", False):
+        return
+    root = clean.get("data_root", defaults.get("data_root"))
+    try:
+        load_manifest(data_root(root), name, verify=False)
+    except MissingDataError as err:
+        raise ParameterError(f"benchmark {name!r} ({profile} profile) reads prepared data: {err}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,10 +197,14 @@ def main(argv: list[str] | None = None) -> int:
             if given.get("profile", args.profile) != args.profile:
                 raise ParameterError(f"--profile {args.profile} contradicts -p profile {given['profile']}")
             given["profile"] = args.profile
-        overrides = validate(defaults, given)
+        overrides = validate(defaults, given, notebook=args.notebook.stem)
     except ParameterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if overrides.get("profile", defaults.get("profile")) == "paper" and \
+            not str(overrides.get("device", defaults.get("device", "cpu"))).startswith("cuda"):
+        print("warning: the paper profile trains the papers' full schedules; on the CPU that takes days. "
+              "Add -p device cuda on a GPU machine (or -p epochs 1 for a smoke run).", file=sys.stderr)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out_dir or Path("results") / "runs" / f"{args.notebook.stem}-{stamp}"
     partial = out.with_name(out.name + ".partial")

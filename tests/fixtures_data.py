@@ -6,7 +6,10 @@
 * :func:`mtan_archive` — a zip in the MTAN layout ``<top>/{train,val}/<dir>/<i>.npy`` (float32, the
   published shapes) for NYUv2 or Cityscapes;
 * :func:`checksums_for` — a ``--checksums`` JSON accepting the fixture files (they are not the
-  official archives, so their published checksums cannot match).
+  official archives, so their published checksums cannot match);
+* :func:`prepared_multimnist_full` — a data root with ``multimnist_full`` prepared by its data script
+  from :func:`mnist_raw` (for runner and notebook tests);
+* :func:`corrupt` — flip one byte of a prepared file in place (same size: only the checksum can tell).
 """
 
 from __future__ import annotations
@@ -127,3 +130,31 @@ def checksums_for(path: Path, files: list[Path]) -> Path:
     obj = {Path(f).name: [f"sha256:{hashlib.sha256(Path(f).read_bytes()).hexdigest()}"] for f in files}
     Path(path).write_text(json.dumps(obj))
     return Path(path)
+
+
+def prepared_multimnist_full(root: Path, n_train: int = 40, n_test: int = 20) -> Path:
+    """``root`` with ``multimnist_full/`` prepared by ``data_scripts/multimnist_full.py`` from a tiny
+    :func:`mnist_raw` fixture (through ``--source``; no network). Returns ``root``."""
+    import importlib
+    import sys
+
+    root = Path(root)
+    raw = mnist_raw(root.parent / f"{root.name}_raw", n_train=n_train, n_test=n_test)
+    sums = checksums_for(raw / "sums.json", [raw / f for f in MNIST_FILES])
+    scripts = Path(__file__).resolve().parents[1] / "data_scripts"
+    if str(scripts) not in sys.path:
+        sys.path.insert(0, str(scripts))
+    importlib.import_module("multimnist_full").main(
+        ["--data-root", str(root), "--source", str(raw), "--checksums", str(sums)])
+    return root
+
+
+def corrupt(path: Path, offset: int = -1) -> Path:
+    """Flip every bit of the byte at ``offset`` of ``path`` (default: the last), keeping the size."""
+    path = Path(path)
+    blob = bytearray(path.read_bytes())
+    if not blob:
+        raise ValueError(f"corrupt: {path} is empty")
+    blob[offset] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    return path

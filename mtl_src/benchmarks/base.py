@@ -113,6 +113,10 @@ class Benchmark(abc.ABC):
         """Everything that determines the data and the model (keys the single-task-baseline cache)."""
         return {"name": self.name, "profile": self.profile}
 
+    #: True when the data are prepared by ``data_scripts/<name>.py`` into ``<data_root>/<name>/`` with a
+    #: MANIFEST.json (the full-scale datasets); False when they ship or are generated
+    prepared: ClassVar[bool] = False
+
     #: optional ``collate_fn`` for every DataLoader of this benchmark (graphs, ragged inputs); None = default
     collate: Any = None
 

@@ -85,6 +85,8 @@ class CelebAShards(Dataset):
 class CelebA(Benchmark):
     """40-attribute CelebA (prepared by data_scripts/celeba.py); ResNet-18 or the 9-layer CNN."""
 
+    prepared = True
+
     SIZES = {"fast": {"train": 128, "val": 64, "test": 64, "image_size": 32},
              "paper": {"train": None, "val": None, "test": None, "image_size": 64}}
 

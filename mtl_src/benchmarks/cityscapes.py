@@ -103,6 +103,8 @@ def _scale_crop_flip(items: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class DenseBenchmark(Benchmark):
     """Shared machinery of the MTAN-format scene-understanding benchmarks (Cityscapes, NYUv2)."""
 
+    prepared = True
+
     DATASET = ""
     DIRS: list[str] = []
     CLASSES = 0

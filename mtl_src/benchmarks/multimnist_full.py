@@ -44,6 +44,8 @@ STL_BASELINE: dict[str, float] | None = None
 class MultiMNISTFull(TwoDigitTasks, Benchmark):
     """Two-digit MultiMNIST from all 70,000 MNIST digits (prepared by data_scripts/multimnist_full.py)."""
 
+    prepared = True
+
     MEAN, STD = 0.1307, 0.3081
     SIZES = {"fast": (5_000, 1_000), "paper": (None, None)}
 
