@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures_data import MNIST_FILES, celeba_raw, checksums_for, mnist_raw, mtan_archive
+from fixtures_data import MNIST_FILES, celeba_raw, checksums_for, corrupt, mnist_raw, mtan_archive
 from mtl_src import benchmarks
 from mtl_src.data import MissingDataError
 from mtl_src.train import train
@@ -393,3 +393,33 @@ def test_profiles_and_options_are_validated():
     from mtl_src.benchmarks import cityscapes, nyuv2
     assert set(nyuv2.STL_BASELINE) == {m.name for m in benchmarks.make("nyuv2").metrics}
     assert set(cityscapes.STL_BASELINE) == {m.name for m in benchmarks.make("cityscapes").metrics}
+
+
+
+# ------------------------------------------------------------------------------------------------ corrupt files
+def _flip_and_expect(root: Path, name: str, rel: str, tmp_path: Path, **make):
+    """Copy a prepared root, flip one byte of ``rel`` (size kept), and expect the loader to name the file
+    and the data script; the copy keeps the originals (module fixtures) intact."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    benchmarks.make(name, data_root=str(copy), **make).datasets()  # intact: loads (and stamps the hashes)
+    corrupt(copy / name / rel)
+    with pytest.raises(MissingDataError, match=rf"{rel.replace('.', '[.]')} is corrupt \(checksum mismatch") as e:
+        benchmarks.make(name, data_root=str(copy), **make).datasets()
+    assert f"python data_scripts/{name}.py --data-root {copy}" in str(e.value)
+
+
+def test_a_flipped_byte_in_prepared_celeba_is_named(celeba_prepared, tmp_path):
+    _, root = celeba_prepared
+    shard = sorted(p.name for p in (root / "celeba").glob("train_images_*.npy"))[0]
+    _flip_and_expect(root, "celeba", shard, tmp_path)
+    _flip_and_expect(root, "celeba", "val_labels.npy", tmp_path / "b")
+
+
+@pytest.mark.parametrize("kind,rel", [("nyuv2", "train/normal/0.npy"), ("nyuv2", "val/label/1.npy"),
+                                      ("cityscapes", "train/depth/2.npy"), ("cityscapes", "val/image/0.npy")])
+def test_a_flipped_byte_in_prepared_mtan_data_is_named(mtan_prepared, tmp_path, kind, rel):
+    _, root = mtan_prepared[kind]
+    _flip_and_expect(root, kind, rel, tmp_path)
