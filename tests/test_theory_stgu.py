@@ -139,3 +139,43 @@ def test_algorithm1_recovers_planted_groups_quickly():
     assert run.affinity.shape == (80, 3, 3) and run.affinity[-1, 2, 0] < 0 < run.affinity[-1, 0, 1]
     ctrl = st.run_stgu(st.planted_problem(4, signs=(1, 1, 1)), iterations=80, warmup=20, seed=1)
     assert ctrl.groups[-1] == ((0, 1, 2),)
+
+
+def test_hand_case3_tells_the_own_step_pairing_from_both_wrong_ones():
+    reg = st.hand_case3()
+    exp = reg["expected"]
+    np.testing.assert_allclose(reg["tracked"], exp["own"], atol=1e-12)
+    assert reg["s_end"] == pytest.approx(reg["s_end_numpy"], abs=1e-12)
+    # the third group's row separates all three pairings (two groups could not: one-early = batch-start there)
+    for p, q in (("own", "batch_start"), ("own", "one_early"), ("batch_start", "one_early")):
+        assert np.abs(exp[p][2] - exp[q][2]).min() > 1e-3
+    for p in st.PAIRINGS:
+        h = st.hand_case3(method=st.PairingSTGU(grouping="singletons", order="forward", beta=0.5, pairing=p))
+        np.testing.assert_allclose(h["tracked"], exp[p], atol=1e-12)
+        if p != "own":
+            assert np.abs(h["tracked"][2] - exp["own"][2]).min() > 1e-3
+    # first group: every pairing agrees (nothing stepped before it)
+    np.testing.assert_allclose(exp["batch_start"][0], exp["own"][0])
+    with pytest.raises(ValueError, match="pairing"):
+        st.PairingSTGU(pairing="late")
+
+
+def test_eta_grid_rules_use_the_same_states():
+    a = st.order_draws(R(20), 30, "rel", eta_rel=1.0)
+    b = st.order_draws(R(20), 30, "rel", eta_rel=1e-6)
+    np.testing.assert_array_equal(a["Delta"], b["Delta"])
+    assert st.theorem1_check(b, "tiny").holds and st.theorem2_check(b, "tiny").holds
+    assert st.theorem3_check(R(21), 30, "rel", eta_rel=1e-6).holds
+    with pytest.raises(ValueError, match="eta_rule"):
+        st.order_draws(R(20), 3, "nope")
+
+
+def test_grouping_slack_and_beta_effect():
+    A = np.array([[1.0, 0.5, -0.3], [0.4, 1.0, -0.2], [-0.1, -0.6, 1.0]])
+    assert st.grouping_slack(A, ((0, 1), (2,))) > 0
+    assert st.grouping_slack(A, ((0, 1, 2),)) < 0
+    torch.set_num_threads(1)
+    runs = {b: [st.run_stgu(st.planted_problem(3), iterations=60, warmup=20, seed=1, beta=b)] for b in (0.01, 0.5)}
+    be = st.beta_effect(runs, warmup=20)
+    assert be["rougher"].holds and be["rougher"].n == 1
+    assert set(be["table"].columns) >= {"beta", "roughness", "grouping changes"}

@@ -41,7 +41,8 @@ __all__ = [
     "definition_checks", "eq12_check", "eq12_expansion", "order_draws", "theorem1_check", "theorem2_check",
     "taylor_slopes", "theorem3_check", "theorem3_expansion", "theorem4_check", "theorem4_tight",
     "theorem5_draws", "theorem5_checks", "gap_curves",
-    "PlantedProblem", "planted_problem", "StguRun", "run_stgu", "BatchStartSTGU", "hand_case",
+    "PlantedProblem", "planted_problem", "StguRun", "run_stgu", "BatchStartSTGU", "PairingSTGU", "PAIRINGS",
+    "hand_case", "hand_case3", "grouping_slack", "beta_effect",
     "plot_traces",
 ]
 
@@ -352,7 +353,7 @@ def eq12_expansion(rng: np.random.Generator, n: int) -> Check:
 # --------------------------------------------------------------------------------------------------
 # Theorems 1 and 2: affinity order <-> gradient-alignment order
 # --------------------------------------------------------------------------------------------------
-def order_draws(rng: np.random.Generator, n: int, eta_rule: str = "below") -> dict[str, np.ndarray]:
+def order_draws(rng: np.random.Generator, n: int, eta_rule: str = "below", eta_rel: float = 1.0) -> dict[str, np.ndarray]:
     """Three least-squares tasks (i, j, k) = (0, 1, 2), a random state, and
 
     Delta = (g_i - g_j) . g_k (shared gradients), c = 1/2 [(g_i+g_k)^T P (g_i+g_k) - (g_j+g_k)^T P (g_j+g_k)]
@@ -361,7 +362,9 @@ def order_draws(rng: np.random.Generator, n: int, eta_rule: str = "below") -> di
     The orders agree iff eta < eta* = Delta / c (when Delta c > 0; else for every eta).
 
     ``eta_rule``: "below" eta = u min(eta*, 1/H), u ~ U(0, 1); "fixed" eta = 1/H (the standard step);
-    "above" eta = 1.1 eta* on the draws with finite eta* (others dropped). Returns per-draw arrays."""
+    "above" eta = 1.1 eta* on the draws with finite eta* (others dropped); "rel" eta = eta_rel / H, a
+    fixed grid point that does not depend on eta* (for the same ``rng`` seed, every eta_rel sees the same
+    states, so a grid eta = 10^-k / H shows the failing share as eta -> 0). Returns per-draw arrays."""
     keys = ("Delta", "c", "eta", "eta_star", "Lk", "Li_", "Lj_", "Ai", "Aj", "gnorm")
     out: dict[str, list] = {k: [] for k in keys}
     tries = 0
@@ -384,8 +387,10 @@ def order_draws(rng: np.random.Generator, n: int, eta_rule: str = "below") -> di
             if not math.isfinite(eta_star):
                 continue
             eta = 1.1 * eta_star
+        elif eta_rule == "rel":
+            eta = eta_rel / H
         else:
-            raise ValueError(eta_rule)
+            raise ValueError(f"order_draws: eta_rule must be 'below', 'fixed', 'above' or 'rel', got {eta_rule!r}")
         L = prob.losses(s, h)
         Li_ = prob.losses(*group_step(prob, s, h, (0, 2), eta, heads=False))[2]
         Lj_ = prob.losses(*group_step(prob, s, h, (1, 2), eta, heads=False))[2]
@@ -478,12 +483,14 @@ def taylor_slopes(rng: np.random.Generator, n: int, which: str, model: str = "bi
 # --------------------------------------------------------------------------------------------------
 # Theorem 3
 # --------------------------------------------------------------------------------------------------
-def theorem3_check(rng: np.random.Generator, n: int, eta_rule: str = "below", near_optimum: bool = False) -> Check:
+def theorem3_check(rng: np.random.Generator, n: int, eta_rule: str = "below", near_optimum: bool = False,
+                   eta_rel: float = 1.0) -> Check:
     """Theorem 3: A_{i,k->k} >= A_{i->k}. Exactly (quadratics, P the shared Hessian block of L_k):
     L_k (A_{i,k->k} - A_{i->k}) = eta ||g_k||^2 - eta^2 (g_i^T P g_k + 1/2 g_k^T P g_k), so the claim holds
     iff eta <= eta3* = ||g_k||^2 / (g_i^T P g_k + 1/2 g_k^T P g_k) (when that denominator is positive).
 
-    ``eta_rule``: "below" eta = u min(eta3*, 1/H); "fixed" eta = 1/H. ``near_optimum``: the state puts
+    ``eta_rule``: "below" eta = u min(eta3*, 1/H); "fixed" eta = 1/H; "rel" eta = eta_rel / H (a fixed
+    grid point; the same states for every eta_rel with the same ``rng`` seed). ``near_optimum``: the state puts
     task k close to its own minimiser (s, h_k) = z_k* + 1e-3 N(0, I) while i is far from it (the
     constructed case). Margin = (L_k(s|i) - L_k(s|i,k)) / (eta ||g_k||^2) (the expansion says 1)."""
     m, tol = np.empty(n), np.empty(n)
@@ -498,13 +505,15 @@ def theorem3_check(rng: np.random.Generator, n: int, eta_rule: str = "below", ne
         P = prob.blocks(2)[0]
         den3 = gi @ P @ gk + 0.5 * gk @ P @ gk
         eta3 = gk @ gk / den3 if den3 > 0 else math.inf
-        eta = rng.uniform(0, 1) * min(eta3, 1 / prob.H) if eta_rule == "below" else 1 / prob.H
+        u = rng.uniform(0, 1)  # drawn under every rule, so the states do not depend on the rule
+        eta = {"below": u * min(eta3, 1 / prob.H), "fixed": 1 / prob.H, "rel": eta_rel / prob.H}[eta_rule]
         Lik = prob.losses(*group_step(prob, s, h, (0, 2), eta, heads=False))[2]
         Li = prob.losses(*group_step(prob, s, h, (0,), eta, heads=False))[2]
         m[d] = (Li - Lik) / (eta * gk @ gk)
         tol[d] = _tol(Li, Lik) / (eta * gk @ gk)
     what = "k near its optimum, " if near_optimum else ""
-    return Check(f"Thm 3: A_(i,k->k) >= A_(i->k) ({what}eta {eta_rule})", m, tol)
+    rule = f"{eta_rel:g}/H" if eta_rule == "rel" else eta_rule
+    return Check(f"Thm 3: A_(i,k->k) >= A_(i->k) ({what}eta {rule})", m, tol)
 
 
 def theorem3_expansion(rng: np.random.Generator, n: int) -> Check:
@@ -778,20 +787,39 @@ def run_stgu(prob: PlantedProblem, *, iterations: int = 300, lr: float = 0.05, b
     return StguRun(np.array(A), G, np.array(L), m)
 
 
-class BatchStartSTGU(STGU):
-    """A wrong implementation, for the implementation note: every group's affinity is measured from
-    the losses at the start of the batch (before *all* group steps) to the losses after its own step,
-    so group m is also credited with the effect of the groups updated before it."""
+PAIRINGS = ("own", "batch_start", "one_early")
+
+
+class PairingSTGU(STGU):
+    """A STGU whose affinity update of group m may use the wrong pair of losses (for the implementation
+    note and its tests). With L^(0) the losses of the batch's first forward pass and L^(m+1) those after
+    the m-th group step (m = 0, 1, ...):
+
+    - ``"own"``: (L^(m), L^(m+1)), the losses just before and just after group m's own step (what the
+      registered ``stgu`` does; Def. 2);
+    - ``"batch_start"``: (L^(0), L^(m+1)), every group divides by the batch-start losses, so group m is
+      also credited with the effect of the groups updated before it;
+    - ``"one_early"``: (L^(max(m-1, 0)), L^(m+1)), the denominator saved one forward pass too early
+      (group m is credited with group m-1's step too). With two groups it coincides with
+      ``"batch_start"``; from three groups on all three pairings differ."""
+
+    def __init__(self, *args: Any, pairing: str = "batch_start", **kwargs: Any):
+        if pairing not in PAIRINGS:
+            raise ValueError(f"PairingSTGU: pairing must be one of {PAIRINGS}, got {pairing!r}")
+        super().__init__(*args, **kwargs)
+        self.pairing = pairing
 
     def step(self, ctx: StepContext) -> StepResult:
         out = ctx.forward()
         losses = out.losses
         K = losses.shape[0]
+        _check_losses(losses)
         self._init(K)
         w = torch.ones(K, dtype=losses.dtype)
         groups = self.next_groups(K)
         seq = self.ordered(groups)
         first = losses.detach()
+        hist = [first]
         for mm, group in enumerate(seq):
             idx = torch.tensor(group)
             ctx.optimizer.zero_grad(set_to_none=True)
@@ -800,12 +828,24 @@ class BatchStartSTGU(STGU):
             ctx.optimizer.step()
             losses = ctx.forward().losses
             _check_losses(losses)
-            self.update_affinity(group, first, losses.detach())
+            hist.append(losses.detach())
+            before = {"own": hist[mm], "batch_start": hist[0], "one_early": hist[max(mm - 1, 0)]}[self.pairing]
+            self.update_affinity(group, before, hist[-1])
         self._t += 1
         self.last_groups = groups
         self.n_groups_history.append(len(groups))
         self.grouping_counts[groups] += 1
         return StepResult(first, {"n_groups": float(len(groups))})
+
+
+class BatchStartSTGU(PairingSTGU):
+    """A wrong implementation, for the implementation note: every group's affinity is measured from
+    the losses at the start of the batch (before *all* group steps) to the losses after its own step,
+    so group m is also credited with the effect of the groups updated before it
+    (:class:`PairingSTGU` with ``pairing="batch_start"``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, pairing="batch_start", **kwargs)
 
 
 def hand_case(method: Any = None, beta: float = 0.5) -> dict[str, Any]:
@@ -830,6 +870,96 @@ def hand_case(method: Any = None, beta: float = 0.5) -> dict[str, Any]:
     own = np.array([[0.75, -1.25], [-0.69, 0.19]])
     start = np.array([[0.75, -1.25], [0.5775, -0.8225]])
     return {"tracked": m.affinity.numpy(), "own": beta * own, "batch_start": beta * start, "s_end": float(s.detach())}
+
+
+def hand_case3(method: Any = None, beta: float = 0.5, eta: float = 0.3) -> dict[str, Any]:
+    """Three singleton groups updated in the order ({0}, {1}, {2}), with heads: one shared scalar s and
+    a scalar head h_k per task, L_k = a_k/2 (s + h_k - y_k)^2 with a = (1, 0.4, 2), y = (1, -1, 0.5),
+    s = h = 0 at the start, SGD with ``eta``, one batch. Every group step moves s and its own head.
+
+    The expected tracked affinities come from an independent computation, the numpy quadratic model
+    (:class:`QuadTasks`, :func:`run_sequence`): the losses L^(0..3) before and after each step, and for
+    each pairing of :class:`PairingSTGU` the rows tracked[m, j] = beta (1 - L_j(after) / L_j(before))
+    (singletons: no within-group sign rule). The third group's row differs between all three pairings,
+    so the case tells the correct pairing from both wrong ones.
+
+    Returns the tracked affinity of ``method`` (default: the registered ``stgu``, singletons, forward
+    order), the expected matrices per pairing and the numpy losses."""
+    a, y = np.array([1.0, 0.4, 2.0]), np.array([1.0, -1.0, 0.5])
+    K = 3
+    A = np.stack([a[k] * np.ones((2, 2)) for k in range(K)])
+    prob = QuadTasks(A, np.stack([a[k] * y[k] * np.ones(2) for k in range(K)]), 0.5 * a * y**2, 1)
+    states = run_sequence(prob, np.zeros(1), np.zeros((K, 1)), [(0,), (1,), (2,)], eta)
+    L = np.array([prob.losses(*x) for x in states])           # (4, K): L^(0), ..., L^(3)
+    expected = {}
+    for pairing in PAIRINGS:
+        E = np.zeros((K, K))
+        for m in range(K):
+            den = {"own": L[m], "batch_start": L[0], "one_early": L[max(m - 1, 0)]}[pairing]
+            E[m] = beta * (1.0 - L[m + 1] / den)
+        expected[pairing] = E
+    s = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    heads = [torch.nn.Parameter(torch.zeros(1, dtype=torch.float64)) for _ in range(K)]
+    opt = torch.optim.SGD([s, *heads], lr=eta)
+    at, yt = torch.as_tensor(a), torch.as_tensor(y)
+
+    def forward() -> Forward:
+        return Forward(torch.stack([0.5 * at[k] * (s[0] + heads[k][0] - yt[k]) ** 2 for k in range(K)]))
+
+    m = methods.make("stgu", grouping="singletons", order="forward", beta=beta) if method is None else method
+    m.step(StepContext(forward=forward, shared=[s], optimizer=opt, specific=heads))
+    return {"tracked": m.affinity.numpy(), "expected": expected, "losses": L,
+            "s_end": float(s.detach()), "s_end_numpy": float(states[-1][0][0])}
+
+
+def grouping_slack(affinity: np.ndarray, grouping: Sequence[Sequence[int]]) -> float:
+    """How firmly a tracked affinity (K x K, row = source) encodes ``grouping`` under the registered
+    method's rule (tasks share a group iff their symmetrised, self-normalised affinity S_ij > 0):
+    min over pairs of S_ij for pairs inside a group and -S_ij for pairs across groups. > 0: the next
+    batch uses exactly ``grouping``; its size is the margin by which the sign pattern holds."""
+    from ..methods.stgu import symmetric_affinity
+
+    S = symmetric_affinity(torch.as_tensor(np.asarray(affinity, dtype=float))).numpy()
+    lab = {k: g for g, grp in enumerate(grouping) for k in grp}
+    K = S.shape[0]
+    return float(min((S[i, j] if lab[i] == lab[j] else -S[i, j]) for i in range(K) for j in range(i + 1, K)))
+
+
+def beta_effect(runs: dict[float, Sequence[StguRun]], warmup: int) -> dict[str, Any]:
+    """The effect of the decay rate beta (STGU Fig. 4c / D.5) on runs of the same problems and seeds,
+    ``runs[beta][r]``. Per run, after the warm-up: the roughness of the tracked affinity (mean over
+    batches and off-diagonal pairs of |B~_t - B~_(t-1)|) and the number of batches whose grouping
+    differs from the previous batch's.
+
+    For an EMA, B~_t - B~_(t-1) = beta (B_t - B~_(t-1)), so the roughness should grow with beta; the
+    paper's reading (larger beta: faster, noisier response, groups change more often) adds that the
+    grouping changes should not become rarer as beta grows. Checks, one margin per run and pair of
+    consecutive betas (small -> large): ``rougher`` log(roughness(large) / roughness(small)) (> 0:
+    rougher); ``changes`` (changes(large) - changes(small)) / batches (>= 0: no fewer changes).
+    Returns the checks and a table (beta, run, roughness, changes)."""
+    betas = sorted(runs)
+    n = len(runs[betas[0]])
+    rows, m_rough, m_chg = [], [], []
+    rough = {b: np.empty(n) for b in betas}
+    chg = {b: np.empty(n) for b in betas}
+    for b in betas:
+        for r, run in enumerate(runs[b]):
+            A = run.affinity[warmup:]
+            off = ~np.eye(A.shape[1], dtype=bool)
+            rough[b][r] = float(np.mean(np.abs(np.diff(A, axis=0))[:, off]))
+            g = run.groups[warmup:]
+            chg[b][r] = sum(g[t] != g[t - 1] for t in range(1, len(g)))
+            rows.append({"beta": b, "run": r, "roughness": rough[b][r], "grouping changes": int(chg[b][r]),
+                         "batches": len(g)})
+    for lo, hi in zip(betas[:-1], betas[1:]):
+        batches = max(1, len(runs[lo][0].groups) - warmup)
+        m_rough.extend(np.log(rough[hi] / np.maximum(rough[lo], 1e-300)))
+        m_chg.extend((chg[hi] - chg[lo]) / batches)
+    import pandas as pd
+
+    return {"rougher": Check("larger beta: rougher affinity trace", np.array(m_rough), 0.0, unit="run pairs"),
+            "changes": Check("larger beta: no fewer grouping changes", np.array(m_chg), 0.0, unit="run pairs"),
+            "table": pd.DataFrame(rows)}
 
 
 def plot_traces(runs: dict[str, StguRun], pairs: Sequence[tuple[int, int]], names: Sequence[str]) -> Any:
