@@ -20,16 +20,34 @@ import numpy as np
 
 __all__ = ["project_simplex", "minimize_on_simplex", "SimplexSolution"]
 
+_MAX_BACKTRACK = 200  # doublings of L per iteration (2^200 ~ 1e60 times the initial estimate)
+
 
 def project_simplex(v: np.ndarray) -> np.ndarray:
-    """Euclidean projection of v onto the probability simplex (sort-based, O(K log K))."""
+    """Euclidean projection of v onto the probability simplex (sort-based, O(K log K)).
+
+    Exact at any scale: the projection is unchanged by adding a constant to every entry, and entries
+    more than 1 below the largest one always project to 0, so v is first shifted by its maximum and
+    clipped to [-1, 0]. Without that the threshold test ``u_j - (sum_{i<=j} u_i - 1) / j > 0`` loses
+    the "- 1" to rounding once the entries reach ~1e16 and no index passes it. Non-finite entries
+    raise a ValueError.
+    """
+    v = np.asarray(v, dtype=float)
+    if v.ndim != 1 or v.shape[0] == 0:
+        raise ValueError(f"project_simplex: v must be a non-empty vector, got shape {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"project_simplex: v contains NaN or inf ({v.tolist()[:8]}...); nothing to project")
     K = v.shape[0]
-    u = np.sort(v)[::-1]
+    with np.errstate(over="ignore"):  # v - max may overflow to -inf: clipped to -1 just below
+        w = np.maximum(v - v.max(), -1.0)  # in [-1, 0]; same projection as v
+    u = np.sort(w)[::-1]
     css = np.cumsum(u) - 1.0
     idx = np.arange(1, K + 1)
-    rho = np.nonzero(u - css / idx > 0)[0][-1]
+    ok = np.nonzero(u - css / idx > 0)[0]
+    rho = int(ok[-1]) if ok.size else 0  # j = 1 always passes (u_1 = 0): 0 - (0 - 1) / 1 = 1 > 0
     theta = css[rho] / (rho + 1.0)
-    return np.maximum(v - theta, 0.0)
+    x = np.maximum(w - theta, 0.0)
+    return x / x.sum()
 
 
 @dataclass
@@ -62,6 +80,10 @@ def minimize_on_simplex(
 
     x = np.full(K, 1.0 / K) if x0 is None else project_simplex(np.asarray(x0, float))
     fx, gx = f(x)
+    if not (np.isfinite(fx) and np.all(np.isfinite(gx))):
+        raise ValueError(f"{who}: the objective or its gradient is not finite at the start point "
+                         f"(f = {fx!r}); check the problem data for NaN/inf or overflow")
+    failure = None
     y, fy, gy, t = x.copy(), fx, gx, 1.0
     L = max(lipschitz, 1e-12)
     gap = float(gx @ x - gx.min())
@@ -77,14 +99,19 @@ def minimize_on_simplex(
                 y, fy, gy, t = x, fx, gx, 1.0
         if gap <= tol:
             break
-        # backtracking on the step 1/L at the extrapolated point y
-        while True:
+        # backtracking on the step 1/L at the extrapolated point y (capped: a NaN objective never
+        # satisfies the test, and would otherwise double L forever)
+        for _ in range(_MAX_BACKTRACK):
             x_new = project_simplex(y - gy / L)
             f_new, g_new = f(x_new)
             diff = x_new - y
             if f_new <= fy + gy @ diff + 0.5 * L * (diff @ diff) + 1e-15 * abs(fy):
                 break
             L *= 2.0
+        else:
+            failure = (f"backtracking found no step with sufficient decrease after {_MAX_BACKTRACK} halvings "
+                       f"(objective {f_new!r} at the trial point; is f finite and smooth?)")
+            break
         if f_new > fx:  # adaptive restart (O'Donoghue & Candes) keeps the sequence monotone
             if restarted:  # no descent even from x itself: f is flat to machine precision here
                 break
@@ -96,8 +123,11 @@ def minimize_on_simplex(
         x, fx, gx, t = x_new, f_new, g_new, t_new
         fy, gy = f(y)
         gap = float(gx @ x - gx.min())
-    converged = gap <= tol
-    if not converged:
+    converged = gap <= tol and failure is None
+    if failure is not None:
+        warnings.warn(f"{who}: {failure}; returning the last feasible iterate (duality gap {gap:.3g})",
+                      SolverWarning, stacklevel=3)
+    elif not converged:
         warnings.warn(
             f"{who}: stopped after {max_iter} iterations with duality gap {gap:.3g} > tol {tol:.3g}",
             SolverWarning,

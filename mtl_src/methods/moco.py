@@ -14,15 +14,19 @@ from .base import Aggregator
 
 
 def _onto_simplex(v: np.ndarray) -> np.ndarray:
-    """Euclidean projection onto the simplex that stays on it when v is huge (1e16 and up: the sort-
-    based threshold then loses the "1" to rounding); falls back to the vertex of the largest entry."""
-    x = project_simplex(v)
-    s = float(x.sum())
-    if not (math.isfinite(s) and s > 0):
-        x = np.zeros_like(v)
-        x[int(np.argmax(v))] = 1.0
-        return x
-    return x / s
+    """Euclidean projection onto the simplex (exact at any finite scale, see
+    :func:`~mtl_src.solvers.project_simplex`). If the lambda step overflowed (entries of Y above
+    ~1e154 make Y Y^T inf), the step is not defined: fall back to the vertex of the largest finite
+    entry (uniform if none is finite), so the direction stays finite."""
+    if np.all(np.isfinite(v)):
+        return project_simplex(v)
+    x = np.zeros_like(v)
+    finite = np.isfinite(v)
+    if finite.any():
+        x[int(np.argmax(np.where(finite, v, -np.inf)))] = 1.0
+    else:
+        x[:] = 1.0 / len(v)
+    return x
 
 
 @register("moco")
