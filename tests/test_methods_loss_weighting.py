@@ -3,6 +3,7 @@ its learning dynamics on tiny models, and clear errors for bad hyperparameters a
 
 import copy
 import math
+import warnings
 import pickle
 
 import numpy as np
@@ -307,8 +308,15 @@ def test_dtp_focal_weights():
 
 def test_dtp_errors():
     m = methods.make("dtp")
-    m.observe(_fb(0))  # no KPIs: nothing changes
+    with pytest.warns(RuntimeWarning, match=r"dtp: feedback of epoch 0 has no KPIs.*linear scalarisation"):
+        m.observe(_fb(0))  # no KPIs: nothing changes, and DTP says it is LS
     assert m.kpis is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.observe(_fb(1))  # once per run, not every epoch
+    m.reset()
+    with pytest.warns(RuntimeWarning, match="no KPIs"):
+        m.observe(_fb(2))
     with pytest.raises(ValueError, match=r"KPIs of tasks \[0\] are NaN"):
         m.observe(_fb(0, kpis=torch.tensor([float("nan"), 0.5])))
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*tasks \[1\]"):

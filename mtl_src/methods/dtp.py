@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -31,7 +33,8 @@ class DynamicTaskPrioritization(LossWeighting):
     relative weights unchanged), False uses the raw focal values.
 
     Before any KPI arrives the weights are 1 (DTP needs a measured performance). Feedback without
-    ``kpis`` (a benchmark without KPIs) leaves the weights unchanged; NaN KPIs, values outside [0, 1] or
+    ``kpis`` (a benchmark without KPIs) leaves the weights unchanged, with one ``RuntimeWarning`` per
+    run saying so (without any KPI, DTP is linear scalarisation); NaN KPIs, values outside [0, 1] or
     a changed number of tasks are a ``ValueError``.
     """
 
@@ -51,6 +54,7 @@ class DynamicTaskPrioritization(LossWeighting):
 
     def reset(self) -> None:
         self._kbar: Tensor | None = None
+        self._warned = False
 
     @property
     def kpis(self) -> Tensor | None:
@@ -67,6 +71,17 @@ class DynamicTaskPrioritization(LossWeighting):
 
     def observe(self, feedback: Feedback) -> None:
         if feedback.kpis is None:
+            if not self._warned:
+                state = ("the weights stay 1 and DTP trains as linear scalarisation (ls)" if self._kbar is None
+                         else "the weights stay at their last value")
+                warnings.warn(
+                    f"{self.name}: feedback of epoch {feedback.epoch} has no KPIs (the benchmark defines no "
+                    f"key performance indicators?); {state}. Give the benchmark per-task KPIs in [0, 1] to "
+                    "use DTP",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._warned = True
             return
         K = None if self._kbar is None else self._kbar.numel()
         k = check_losses(torch.as_tensor(feedback.kpis), self.name, K, "KPIs").double().cpu()
