@@ -32,6 +32,11 @@ class DynamicTaskPrioritization(LossWeighting):
     happens with accuracies). ``normalize`` = True rescales the weights to sum to K (library convention;
     relative weights unchanged), False uses the raw focal values.
 
+    Paper: Guo et al., "Dynamic task prioritization for multitask learning" (ECCV 2018): the focal
+    term FL and the prioritised loss L_DTP = sum_t FL(kappa_t; gamma_t) L_t. The book's sources do not
+    include that paper's text, so its equation numbers are not cited here; STGU (Jeong & Yoon, ICLR 2025,
+    Tables 2-3) uses DTP as a baseline.
+
     Before any KPI arrives the weights are 1 (DTP needs a measured performance). Feedback without
     ``kpis`` (a benchmark without KPIs) leaves the weights unchanged, with one ``RuntimeWarning`` per
     run saying so (without any KPI, DTP is linear scalarisation); NaN KPIs, values outside [0, 1] or

@@ -17,6 +17,10 @@ class LinearScalarization(GramianWeighting):
     With w = 1 this is ``G.sum(0)``, the reference scale of every method in the library. Its training
     step never forms G: one backward of :math:`\sum_i w_i L_i` (shared and task-specific parameters
     alike), which is what "linear scalarisation costs one backward" means in the cost benchmark.
+
+    Paper: PIVRG (Qin et al., CVPR 2025) Eq. 1 states the multi-task objective as the *mean* of the task
+    losses, and its App. C.1 restates LS as that objective; with w = 1 our d is K times the gradient of
+    their Eq. 1 (the library's sum-of-losses convention, :mod:`mtl_src.methods.base`).
     """
 
     def __init__(self, w: Sequence[float] | None = None):

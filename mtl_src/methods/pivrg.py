@@ -64,7 +64,7 @@ class PIVRG(GramianWeighting):
     omega = K softmax(s / tau) from the per-task performance drops s received once per epoch by
     :meth:`observe` (``Feedback.drops``; :func:`performance_weights`); omega = 1 before the first
     feedback (then PIVRG = ``fairgrad`` with alpha = 2). Facts from the authors' code
-    (/work/shared/papers/README.md): Eq. 8 solved with scipy's ``least_squares`` from x = 1/K, the
+    (Qin et al.'s public PIVRG code, as read for this book): Eq. 8 solved with scipy's ``least_squares`` from x = 1/K, the
     update K G^T x (scale of the sum of losses, as FairGrad's code), then the *shared* gradient clipped
     to norm 1 - i.e. d itself (``max_norm``; 0 disables). We solve Eq. 8 by the scale-free damped Newton
     of :func:`~mtl_src.methods.fairgrad.solve_fair_weights` (unique root). At a Pareto-stationary G the

@@ -24,6 +24,11 @@ class RandomLossWeighting(LossWeighting):
     ``seed``: ``None`` (default) draws z from torch's global generator, so the trainer's seed makes a run
     reproducible and different seeds give different weight sequences; an int gives the method its own
     generator, re-seeded by :meth:`reset` (the same sequence in every run).
+
+    Paper: Lin et al., "Reasonable effectiveness of random weighting" (TMLR 2022), the RLW update with
+    normal sampling; PIVRG (Qin et al., CVPR 2025) App. C.1 restates it as the weighted sum
+    :math:`\min_\theta \sum_i \lambda_i \ell_i(\theta)` with softmax-of-normal weights (unnumbered).
+    The equation numbers of Lin et al. are not cited: the paper's text is not among this book's sources.
     """
 
     def __init__(self, seed: int | None = None):

@@ -25,6 +25,10 @@ class ScaleInvariant(LossWeighting):
     losses that may be <= 0 (e.g. the two-task toy problem, bounded below by -20, for which FAMO's
     authors shift by -21). The log needs :math:`L_i > m_i`: a loss at or below its bound is a clear
     ``ValueError`` (never a NaN).
+
+    Paper: PIVRG (Qin et al., CVPR 2025) App. C.1, "Scale-Invariant (SI)", states the objective as the
+    mean of the log-losses (an unnumbered display; the mean there, the sum here: a factor K); the
+    Nash-MTL and FAMO papers list it as a baseline without an equation of their own.
     """
 
     def __init__(self, min_losses: float | Sequence[float] = 0.0):

@@ -23,6 +23,10 @@ class SingleTask(LossWeighting):
     task-specific parameters whose gradient is identically zero get ``.grad = None`` and the optimizer
     skips them. The other tasks' losses are still computed and returned
     (the trainer logs them). Spec form: ``"stl:2"`` trains task 2 only.
+
+    Paper: the baseline M_b of PIVRG (Qin et al., CVPR 2025) Eq. 3, Delta m_i = (-1)^delta_i
+    (M_m,i - M_b,i) / M_b,i x 100, and of the Delta_m of STGU (Jeong & Yoon, ICLR 2025, Sec. 5,
+    after Maninis et al. 2019).
     """
 
     def __init__(self, task: int = 0):
