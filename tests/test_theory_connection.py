@@ -193,3 +193,40 @@ def test_trained_priority_check_runs(tmp_path):
     c = cs.trained_priority_check(bench, epochs=1, checkpoint=str(tmp_path / "ck.pt"))
     assert c.n == sum(bench.channels) and np.isfinite(c.margins).all()
     assert (c.margins <= 1 + 1e-12).all()    # (g_t . g - |g|^2) / (|g| max |g_k|) <= 1 by Cauchy-Schwarz
+
+
+def test_theorem1_first_order_comes_from_the_losses():
+    # the loss-based slope agrees with its first-order expansion (g_hat - g) . g on a quadratic
+    c = cs.theorem1_first_order(rng(30), 20, "gradient")
+    assert c.holds and c.worst > 0
+    assert not cs.theorem1_first_order(rng(31), 40, "gradient", weights="ones").holds   # needs sum w = 1
+    prob = cs.random_problem(rng(32))
+    w = cs.random_weights(rng(33), prob.K)
+    ts, th = rng(34).standard_normal(prob.P), rng(35).standard_normal((prob.K, prob.m))
+    G, _ = prob.grads(ts, th)
+    g, gh = w @ G, G[0]
+    HL = float(np.linalg.eigvalsh(prob.shared_hessian())[-1])
+    eta = 1e-6 / HL
+    L = lambda d: float(w @ prob.losses(ts - d, th))  # noqa: E731
+    D = lambda e: (L(e * g) - L(e * gh)) / e          # noqa: E731
+    assert 2 * D(eta) - D(2 * eta) == pytest.approx((gh - g) @ g, rel=1e-5, abs=1e-8 * (g @ g + gh @ gh))
+
+
+def test_order_permutation_test_is_exact_and_detects_a_planted_effect():
+    r = cs.order_permutation_test([1.0, 1.1, 2.0, 2.1, 3.0, 3.1], ["a", "a", "b", "b", "c", "c"])
+    assert r["assignments"] == 90 and r["p"] == pytest.approx(6 / 90) and r["p_min"] == pytest.approx(6 / 90)
+    r = cs.order_permutation_test([1.0, 3.0, 2.0, 2.0, 3.0, 1.0], ["a", "a", "b", "b", "c", "c"])
+    assert r["p"] == 1.0                                   # identical order means: nothing to explain
+    with pytest.raises(ValueError, match="two orders"):
+        cs.order_permutation_test([1.0, 2.0], ["a", "a"])
+    alt = cs.phase1_order_runs(rng(36), ["0123", "3210", "1302"], 3, 300)
+    assert cs.order_permutation_test(list(alt.values()), [k[0] for k in alt])["p"] < 0.05
+
+
+def test_priority_settling():
+    S0 = np.array([[0.5, 0.5], [0.9, 0.1], [0.6, 0.4], [0.62, 0.38], [0.6, 0.4]])
+    S1 = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.9, 0.1], [0.5, 0.5]])
+    ep = cs.priority_settling({0: S0, 1: S1}, tol=0.05)
+    assert ep == {0: 3, 1: 5}
+    chk = cs.settling_checks([{0: S0, 1: S1}], tol=0.05)
+    assert chk["differs"].holds and chk["settles"].failures == 1   # layer 1 moves in the last epoch

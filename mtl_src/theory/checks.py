@@ -18,6 +18,11 @@ __all__ = ["Check", "Ledger", "EPS"]
 EPS = float(np.finfo(np.float64).eps)
 
 
+def _singular(unit: str) -> str:
+    """'draws' -> 'draw', 'entries' -> 'entry' (for the printed summary of a check)."""
+    return unit[:-3] + "y" if unit.endswith("ies") else unit.rstrip("s")
+
+
 @dataclass
 class Check:
     """Margins of one statement over many draws (``>= -tol``: held in that draw)."""
@@ -60,8 +65,9 @@ class Check:
                    np.concatenate([c.tol for c in checks]), unit=checks[0].unit)
 
     def __repr__(self) -> str:
-        u = self.unit if self.n != 1 else self.unit.rstrip("s")
-        state = f"holds in every {u.rstrip('s')}" if self.holds else f"FAILS in {self.failures} of {self.n} {u}"
+        one = _singular(self.unit)
+        u = self.unit if self.n != 1 else one
+        state = f"holds in every {one}" if self.holds else f"FAILS in {self.failures} of {self.n} {u}"
         i = int(np.argmin(self.margins)) if self.n else 0
         tol = f" (tolerance there {self.tol[i]:.1e})" if self.n and self.tol[i] > 0 else ""
         return f"{self.name}: {self.n} {u}, worst margin {self.worst:+.3e}{tol} -> {state}"

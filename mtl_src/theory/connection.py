@@ -47,6 +47,7 @@ __all__ = [
     "cos_condition_example", "uw_stationarity", "dwa_recompute", "TinyTaskBN", "top_shares",
     "strength_from_state", "strength_check", "train_runs", "weight_trajectories", "final_test",
     "eq57_long", "eq77_long", "phase1_cycle", "eq57_on_cycle", "trained_priority_check",
+    "priority_settling", "settling_checks", "order_permutation_test", "phase1_order_runs",
 ]
 
 TOL = 1e3 * EPS
@@ -192,23 +193,35 @@ def _priority_direction(G: np.ndarray, block: np.ndarray, tasks: np.ndarray) -> 
     return d
 
 
-def theorem1_first_order(rng: np.random.Generator, n: int, rule: str = "gradient") -> Check:
-    """Eq. 23-27 to first order: (d/d eta)[L(theta_s - eta g) - L(theta_s - eta g_hat)] at eta = 0,
-    i.e. (g_hat - g) . g summed over the blocks, must be >= 0. ``rule`` picks the task of each block.
-    Margin: that derivative / (||g|| max(||g||, ||g_hat||))."""
+def theorem1_first_order(rng: np.random.Generator, n: int, rule: str = "gradient", weights: str = "simplex",
+                         eta_rel: float = 1e-6) -> Check:
+    """Eq. 23-27 to first order, measured from the losses: the slope at eta = 0 of
+    D(eta) = [L(theta_s - eta g) - L(theta_s - eta g_hat)] / eta, L = sum w_k L_k, g = sum w_k g_k and
+    g_hat the priority direction (on each block the gradient of the task chosen by ``rule``). The
+    statement: D(0) >= 0. D(0) is read off the losses at eta = eta_rel / H_L and 2 eta by Richardson
+    extrapolation, 2 D(eta) - D(2 eta) (exact on quadratics up to rounding; H_L = lambda_max of the
+    Hessian of L in theta_s). ``weights``: "simplex" (the paper's sum w = 1) or "ones" (the library's
+    sum of losses, where the priority condition g_hat . g >= ||g||^2 no longer follows from the argmax).
+    Margin: D(0) / (||g|| max(||g||, ||g_hat||)); tolerance: the rounding of the four losses / (eta scale)."""
     m, tol = np.empty(n), np.empty(n)
     for i in range(n):
         prob = random_problem(rng)
-        w = random_weights(rng, prob.K)
+        w = random_weights(rng, prob.K, weights)
         block = random_blocks(rng, prob.P, prob.K)
         ts, th = _state(rng, prob)
         G, _ = prob.grads(ts, th)
         g = w @ G
         gh = _priority_direction(G, block, _priority_tasks(G, w, block, rule, rng))
+        HL = float(np.linalg.eigvalsh(prob.shared_hessian())[-1]) * w.sum()
+        eta = eta_rel / HL
+        L = lambda d: float(w @ prob.losses(ts - d, th))  # noqa: E731
+        D = lambda e: (L(e * g) - L(e * gh)) / e           # noqa: E731
+        slope0 = 2.0 * D(eta) - D(2 * eta)
         scale = np.linalg.norm(g) * max(np.linalg.norm(g), np.linalg.norm(gh))
-        m[i] = (gh - g) @ g / scale
-        tol[i] = TOL
-    return Check(f"first-order gain of the priority update, tasks by '{rule}'", m, tol)
+        m[i] = slope0 / scale
+        tol[i] = 1e2 * EPS * 4 * max(float(w @ prob.losses(ts, th)), 1e-300) / (eta * scale)
+    return Check(f"first-order gain of the priority update from the losses (eta = {eta_rel:g}/H_L, Richardson), "
+                 f"tasks by '{rule}', w = {weights}", m, tol)
 
 
 def theorem1_identity(rng: np.random.Generator, n: int, weights: str = "simplex") -> Check:
@@ -614,7 +627,7 @@ def theorem5_check(rng: np.random.Generator, n: int, T: int) -> dict[str, Any]:
     readings of alpha: the paper's (cos phi_jc >= alpha > -1: alpha = the smallest cos along the run) and
     the one Eq. 85 needs (|cos phi_jc| <= alpha: the largest |cos|). Also: does L decrease at every
     step (what Theorem 4 claims)? Margins: 1 - lhs/rhs; min_t (L_t - L_{t+1}) / L_0."""
-    m_paper, m_fixed, mono, final_ratio, floor, predicted, alphas = (np.empty(n) for _ in range(7))
+    m_paper, m_fixed, mono, final_ratio, floor, predicted, alphas, alphas_p = (np.empty(n) for _ in range(8))
     setups: list[Any] = []
     for i in range(n):
         prob = random_problem(rng)
@@ -634,13 +647,13 @@ def theorem5_check(rng: np.random.Generator, n: int, T: int) -> dict[str, Any]:
         m_paper[i] = 1.0 - lhs * eta * (1.0 - a_paper**2) * T / (2.0 * gap)
         m_fixed[i] = 1.0 - lhs * eta * (1.0 - a_fixed**2) * T / (2.0 * gap)
         mono[i] = np.min(r["L"][:-1] - r["L"][1:]) / r["L"][0]
-        alphas[i] = a_fixed
+        alphas[i], alphas_p[i] = a_fixed, a_paper
         final_ratio[i] = r["g2"][-1] / r["g2"][0]
     return {"paper": Check(f"Eq. 77, alpha = min cos (paper's reading), T = {T}", m_paper, 1e-9),
             "fixed": Check(f"Eq. 77, alpha = max |cos| (what Eq. 85 needs), T = {T}", m_fixed, 1e-9),
             "monotone": Check(f"Phase 2 decreases L at every step, T = {T}", mono, 1e2 * EPS),
             "final_ratio": final_ratio, "floor_ratio": floor, "predicted_T": predicted, "setups": setups,
-            "alpha_fixed": alphas}
+            "alpha_fixed": alphas, "alpha_paper": alphas_p}
 
 
 def eq57_long(setup: tuple, T: int) -> Check:
@@ -868,17 +881,17 @@ def eq57_on_cycle(setups: Sequence[tuple], factor: float = 2.0) -> dict[str, Any
     Theta^t is the cycle point at every t, so min_t sum w^2 |g|^2 = delta, and Eq. 57 at
     T = ceil(factor * T_fail) is checked exactly (margin 1 - lhs/rhs). Also checks that the point is a
     fixed point of the sweep (margin -moved) and that the sweep map contracts (1 - rho)."""
-    m, fix, rho, Tf = (np.empty(len(setups)) for _ in range(4))
+    m, fix, rho, Tf, dl = (np.empty(len(setups)) for _ in range(5))
     for i, (prob, w, _, _, eta, Lstar) in enumerate(setups):
         c = phase1_cycle(prob, w, eta)
-        Tf[i] = c["T_fail"]
+        Tf[i], dl[i] = c["T_fail"], c["delta"]
         Tc = math.ceil(factor * c["T_fail"]) if np.isfinite(c["T_fail"]) else 1
         m[i] = 1.0 - c["delta"] * eta * Tc / (2.0 * c["gap"]) if c["gap"] > 0 else 1.0
         fix[i], rho[i] = -c["moved"], 1.0 - c["rho"]
     return {"Eq. 57": Check(f"Eq. 57 from the cycle point, T = {factor:g} x (2 gap / (eta delta))", m, 1e-9, unit="runs"),
             "fixed point": Check("one sweep returns to the cycle point", fix, 1e-8, unit="runs"),
             "contracting": Check("the sweep map contracts (spectral radius < 1)", rho, 0.0, unit="runs"),
-            "T_fail": Tf}
+            "T_fail": Tf, "delta": dl}
 
 
 def trained_priority_check(bench: "TinyTaskBN", *, epochs: int, seed: int = 0, checkpoint: str,
@@ -911,3 +924,91 @@ def trained_priority_check(bench: "TinyTaskBN", *, epochs: int, seed: int = 0, c
             sc = np.linalg.norm(g) * np.linalg.norm(Gl[:, p], axis=1).max()
             m.append((Gl[t, p] @ g - g @ g) / sc if sc > 0 else 0.0)
     return Check("after training: CS top task meets the Eq. 27 condition on its channel", np.array(m), TOL, unit="channels")
+
+
+# --------------------------------------------------------------------------------------------------
+# Fig. 5 (when does the top priority settle?) and Tab. 15 (does the Phase-1 order matter?)
+# --------------------------------------------------------------------------------------------------
+def priority_settling(shares: dict[int, np.ndarray], tol: float) -> dict[int, int]:
+    """Per layer: the first epoch (1-based) from which the top-priority shares stay within ``tol``
+    (max over tasks) of their final value up to the last epoch; an epoch count E + 1 would mean never,
+    which cannot happen since the last epoch is within 0 of itself, so the result is in 1..E."""
+    out: dict[int, int] = {}
+    for l, S in shares.items():
+        dev = np.abs(S - S[-1]).max(axis=1)                       # (E,) distance to the final shares
+        late = np.maximum.accumulate(dev[::-1])[::-1]              # max over epochs >= e
+        out[l] = int(np.argmax(late <= tol)) + 1
+    return out
+
+
+def settling_checks(share_runs: Sequence[dict[int, np.ndarray]], tol: float) -> dict[str, Any]:
+    """Fig. 5's two claims over several runs (one dict layer -> (E, K) shares per run):
+
+    - ``settles``: the top priority settles during training (Phase 2 then maintains it): per run and
+      layer, margin = (E - settling epoch + 1) / E - 1/4 (the stable epochs are settling epoch .. E),
+      >= 0 when the shares are stable (within ``tol``) over at least the last quarter of the epochs;
+    - ``differs``: the settling epoch differs between layers: per run, margin = (max - min settling
+      epoch over layers) / E - tol_e with tol_e = 1/(2E) (>= 0 iff the layers settle at different epochs).
+
+    Returns the checks and the settling epochs (runs x layers)."""
+    E = next(iter(share_runs[0].values())).shape[0]
+    ep = np.array([[v for _, v in sorted(priority_settling(s, tol).items())] for s in share_runs])
+    settles = Check(f"top priority stable (within {tol:g}) over the last quarter of training", ((E - ep + 1) / E - 0.25).ravel(),
+                    0.0, unit="run-layers")
+    differs = Check("settling epoch differs between layers", (ep.max(1) - ep.min(1)) / E - 0.5 / E, 0.0, unit="runs")
+    return {"settles": settles, "differs": differs, "epochs": ep}
+
+
+def order_permutation_test(values: Sequence[float], labels: Sequence[Any]) -> dict[str, float]:
+    """Is there an order effect? Statistic: the variance of the per-label means of ``values`` (runs
+    labelled by their Phase-1 order). p-value: the share of all distinct reassignments of the labels to
+    the runs (group sizes kept; exact enumeration, the observed one included) whose statistic is at
+    least the observed one. Small p: the grouping by order explains the spread better than chance."""
+    import itertools
+
+    v = np.asarray(values, dtype=float)
+    labs = list(labels)
+    keys = sorted(set(labs), key=labs.index)
+    sizes = [labs.count(k) for k in keys]
+    if len(keys) < 2 or min(sizes) < 1:
+        raise ValueError("order_permutation_test needs runs of at least two orders")
+    obs_groups = [np.flatnonzero([x == k for x in labs]) for k in keys]
+    stat = lambda groups: float(np.var([v[g].mean() for g in groups]))  # noqa: E731
+    obs = stat(obs_groups)
+
+    def partitions(rest: tuple[int, ...], sz: list[int]):
+        if not sz:
+            yield []
+            return
+        for comb in itertools.combinations(rest, sz[0]):
+            left = tuple(i for i in rest if i not in comb)
+            for tail in partitions(left, sz[1:]):
+                yield [np.array(comb)] + tail
+
+    total, hits = 0, 0
+    for part in partitions(tuple(range(len(v))), sizes):
+        total += 1
+        hits += stat(part) >= obs * (1 - 1e-12)
+        if total > 200_000:
+            raise ValueError("order_permutation_test: too many runs for exact enumeration")
+    return {"statistic": obs, "p": hits / total, "assignments": total, "p_min": math.factorial(len(keys)) /
+            total if len(set(sizes)) == 1 else 1.0 / total}
+
+
+def phase1_order_runs(rng: np.random.Generator, orders: Sequence[str], starts: int, T: int,
+                      eta_factor: float = 1.0) -> dict[tuple[str, int], float]:
+    """An order-sensitive case for the Tab. 15 check: one random least-squares problem (K = len(order)
+    tasks, w on the simplex), Phase 1 with the large step eta = eta_factor / H from ``starts`` random
+    starts for each order; the value of a run is L = sum w L_k after T iterations. Phase 1 settles on an
+    order-dependent cycle (:func:`phase1_cycle`), so the order decides the final loss and the starts
+    hardly matter."""
+    K = len(orders[0])
+    prob = random_problem(rng, K=K, P=2 * K, m=1, n=40)   # few shared weights: the runs settle quickly
+    w = random_weights(rng, K)
+    eta = eta_factor / prob.H
+    st = [_state(rng, prob) for _ in range(starts)]
+    out = {}
+    for o in orders:
+        for j, (ts, th) in enumerate(st):
+            out[(o, j)] = float(phase1_run(prob, w, eta, T, ts, th, order=[int(c) for c in o])["L"][-1])
+    return out
