@@ -45,7 +45,7 @@ define prune_orphans
 	done
 endef
 
-.PHONY: help venv book test clean distclean run
+.PHONY: help venv book test clean distclean run smoke-paper
 
 help:
 	@echo "targets:"
@@ -54,6 +54,8 @@ help:
 	@echo "  make test    unit tests, nbval over every notebook, book build with warnings as errors"
 	@echo "  make run NB=notebooks/<paper>/<nb>.md ARGS='-p name value ...'"
 	@echo "               run one notebook with papermill parameters (python -m mtl_src.run)"
+	@echo "  make smoke-paper  the MultiMNIST chapter in the paper profile on a tiny prepared fixture"
+	@echo "               (CPU, 1 method, 1 seed, 1 epoch: checks the full-scale path end to end, ~1 min)"
 	@echo "  make clean   remove build outputs (keeps .venv);  make distclean  also removes .venv"
 	@echo "variables: CELL_TIMEOUT=$(CELL_TIMEOUT) (seconds per notebook cell), PYTHON=$(PYTHON)"
 
@@ -93,6 +95,10 @@ test: $(NB_STAGE) | $(STAMP)
 run: | $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make run NB=notebooks/<paper>/<nb>.md ARGS='-p name value'"; exit 2; }
 	$(BIN)/python -m mtl_src.run $(NB) $(ARGS)
+
+# ---------------------------------------------------------------- smoke run of the paper profile
+smoke-paper: | $(STAMP)
+	$(BIN)/python -m pytest tests/test_run.py -k paper_profile_smoke -q
 
 # ---------------------------------------------------------------- clean
 clean:

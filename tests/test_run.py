@@ -166,3 +166,26 @@ def test_paper_profile_on_the_cpu_warns(tmp_path, capsys):
     assert "warning: the paper profile" in capsys.readouterr().err
     assert run.main([str(nb), "--dry-run"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_paper_profile_smoke_run_on_a_fixture(tmp_path):
+    """Issue 7's CPU fallback: the MultiMNIST chapter, paper profile, on a tiny multimnist_full prepared by
+    its data script from the IDX fixture: one method, one seed, one epoch, through the runner."""
+    pytest.importorskip("papermill")
+    from pathlib import Path
+
+    from fixtures_data import prepared_multimnist_full
+    from mtl_src.experiment import read_results
+
+    root = prepared_multimnist_full(tmp_path / "root", n_train=256, n_test=200)  # 200: no accuracy of 0
+    out = tmp_path / "run"
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "experiments" / "01_multimnist.md"
+    rc = run.main([str(nb), "--profile", "paper", "-p", "data_root", str(root), "-p", "methods", "[ls]",
+                   "-p", "seeds", "[0]", "-p", "epochs", "1", "--out-dir", str(out)])
+    assert rc == 0, sorted(p.name for p in tmp_path.iterdir())
+    assert (out / "01_multimnist.ipynb").exists()
+    results = read_results(out / "results.csv")
+    assert set(results.benchmark) == {"multimnist_full"} and set(results.method) == {"ls"}
+    test = results[results.split == "test"]
+    assert set(test.metric) == {"acc_L", "acc_R"} and test.value.between(0, 1).all()
+    assert (out / "run_config.json").exists() and (out / "stl.csv").exists()
