@@ -373,10 +373,15 @@ def test_mtan_checks_and_manual_step(tmp_path, mtan_prepared, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "train/image/0.npy has shape (10, 10, 3)" in err
     assert not (tmp_path / "nyuv2").exists()
-    # a prepared file gone missing is named, with the command (Cityscapes: --source, manual download)
-    (root / "cityscapes" / "val" / "depth" / "1.npy").unlink()
+    # a prepared file gone missing is named, with the command (Cityscapes: --source, manual download);
+    # on a copy: the prepared root is a module fixture that other tests read
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    (copy / "cityscapes" / "val" / "depth" / "1.npy").unlink()
     with pytest.raises(MissingDataError, match=r"val/depth/1\.npy is missing.*data_scripts/cityscapes\.py.*--source"):
-        benchmarks.make("cityscapes", data_root=str(root)).datasets()
+        benchmarks.make("cityscapes", data_root=str(copy)).datasets()
 
 
 def test_profiles_and_options_are_validated():
