@@ -1,8 +1,8 @@
 r"""PIVRG's printed result tables, transcribed as data, and their Delta m / Var[Delta m_i] recomputed.
 
 **These are the PIVRG authors' reported numbers** (PIVRG preprint, published at CVPR 2025; most
-baseline rows are copied there from the Nash-MTL, FAMO and FairGrad papers), transcribed from
-``/work/shared/papers/pivrg_preprint.md``:
+baseline rows are copied there from the Nash-MTL, FAMO and FairGrad papers), transcribed from the
+preprint of Qin et al., "PIVRG" (CVPR 2025; ``pivrg2025`` in ``book/references.bib``):
 
 - Table 1: NYUv2 (9 metrics, 3 tasks), MR and Delta m;
 - Table 2: Cityscapes (4 metrics, 2 tasks), MR and Delta m; CelebA (MR and Delta m only, no metrics);
@@ -18,8 +18,8 @@ row: per-metric drops :math:`\delta_j = (-1)^{l_j}(M_j - B_j)/B_j\times100` (pos
 Delta m = their mean over all metrics pooled; Var = their population variance (ddof 0) over the
 metrics. (NYUv2 LS, printed 5.59 / 259.13: pooled 5.589 / 259.131; per-task averaging would give
 -0.878, the sample variance 291.52, the variance of the 3 per-task drops 231.47.) The STL values
-:math:`B_j` are those of the public nash-mtl code (``/work/shared/papers/README.md``) in the tables'
-units: they equal the printed STL rows of Tables 1 and 2; Table 3 prints them truncated (60.576 as
+:math:`B_j` are those of the public Nash-MTL code of Navon et al. (ICML 2022; ``navon2022nash``) in
+the tables' units: they equal the printed STL rows of Tables 1 and 2; Table 3 prints them truncated (60.576 as
 60.57). MR ranks the methods of the table (not STL) per metric, ties averaged.
 
 A recomputed value *agrees* when it is within the rounding of the printed numbers (column

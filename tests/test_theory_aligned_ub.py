@@ -149,3 +149,50 @@ def test_network_snapshot_chain_rule_and_dominance_training():
     assert set(rec_ub.system) == {"raw", "system"}
     tab = ub.summarise_dominance(rec)
     assert list(tab.columns) == ["method", "system", "mean", "std", "max", "min"]
+
+
+def test_z_alignment_bound_is_attained_and_detects_a_generic_U():
+    att = ub.z_alignment_attained(R(30), 30)
+    assert att.holds and att.worst > -1e-10
+    # a generic G_Z (U not holding J's extreme directions) stays strictly below cond(J)
+    gen = ub.z_alignment_draws(R(31), 30, (0.5, 2.0))["D <= cond(J)"]
+    assert gen.holds and np.median(gen.margins) > 1e-3
+
+
+def test_eq16_printed_form_scales_like_c_cubed_and_fails_for_large_gradients():
+    r = [ub.eq16_scaling(c) for c in (1.0, 2.0, 10.0)]
+    for x in r:  # the tight case: the bound without s_1^2 equals the decrease
+        assert x["Eq. 16 without s_1^2"] == pytest.approx(x["decrease"], rel=1e-12)
+    assert r[2]["Eq. 16 printed"] / r[0]["Eq. 16 printed"] == pytest.approx(1000.0, rel=1e-12)
+    assert r[1]["Eq. 16 printed"] > r[1]["decrease"]
+    chk = ub.theorem2_checks(ub.theorem2_draws(R(32), 80, "identity"))
+    big = chk["Eq. 16 as printed"].info["s_R s_1"] > 2
+    assert chk["Eq. 16"].holds and big.any() and not chk["Eq. 16 as printed"].ok[big].any()
+
+
+def test_theorem2_trajectories_isometric_hold_and_refuse_when_nothing_is_judged():
+    r = ub.theorem2_trajectories(R(33), 6, 40, "isometric")
+    assert r["Eq. 26 every step"].holds and r["Eq. 26 every step"].info["unjudged runs"] == 0
+    assert r["min C_s"].shape == (6,)
+    with pytest.raises(ValueError):
+        ub.theorem2_trajectories(R(34), 2, 0, "isometric")   # no step: nothing checked
+    with pytest.raises(ValueError):
+        ub.theorem2_trajectories(R(35), 1, 5, "nonsense")
+
+
+def test_fit_rate_tolerance_bounds_the_fit_error_for_one_task():
+    runs = ub.theorem3_runs(R(36), 8, 300, K_range=(1, 1))
+    assert np.all(np.isfinite(runs["fit tol"])) and np.all(runs["fit tol"] > 0)
+    assert np.all(np.abs(runs["fit error"]) <= runs["fit tol"])
+    assert ub.fit_rate_tolerance(None, np.arange(10)) == math.inf
+    assert ub.fit_rate_tolerance(np.eye(2) * 0.5, None) == math.inf
+    # a normal T (cond(X) = 1): the fit is exact, tolerance 0
+    assert ub.fit_rate_tolerance(np.diag([0.5, -0.5]), np.arange(10, 20)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_polyak_momentum_gives_spectral_radius_rho():
+    chk = ub.theorem3_matrix_draws(R(37), 40)
+    assert chk["polyak"].holds
+    a, b, rho = ub.hb_params(1.0, 100.0)
+    T = ub.hb_matrix(np.diag([1.0, 30.0, 100.0]), a, b * b)
+    assert np.abs(np.linalg.eigvals(T)).max() == pytest.approx(rho, rel=1e-6)

@@ -142,3 +142,22 @@ def test_prop2_on_table():
     t = pv.prop2_on_table("pivrg_t1", 2.0, 10.0)
     assert "PIVRG" in t.index and np.all(t["spread/tau"] <= math.log(2.0) + 1e-12)
     np.testing.assert_allclose(t.loc["LS", "Var over metrics"], 259.13, atol=0.01)   # Table 9's printed value
+
+
+def test_theorem1_draws_counts_unjudged_runs_and_refuses_a_vacuous_check():
+    thm = pv.theorem1_draws(R(40), 3, T=40)
+    assert thm["descent"].info["unjudged runs"] == 0 and thm["descent"].holds
+    # the sum check's tolerance is the summed per-step rounding: tiny, not a fixed 1e-9
+    assert np.all(thm["sum"].tol < 1e-10) and thm["sum"].holds
+    with pytest.raises(ValueError, match="never checked"):
+        pv.theorem1_draws(R(41), 2, T=0)        # no step taken: nothing to judge
+
+
+def test_fair_limit_values_detect_a_plateau():
+    lim = pv.fair_limits(R(42), 8, small=(0.1, 0.05), large=(50.0, 100.0))
+    assert lim["MGDA limit value"].holds
+    assert lim["LS limit value"].n + lim["LS limit value, conflicting draws"].n == 8
+    if lim["LS limit value"].n:
+        assert lim["LS limit value"].holds
+    if lim["LS limit value, conflicting draws"].n:
+        assert not lim["LS limit value, conflicting draws"].holds

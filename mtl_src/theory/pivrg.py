@@ -519,15 +519,20 @@ def theorem1_draws(rng: np.random.Generator, n: int, T: int = 300, L_scale: floa
     Checks, one margin per run:
     - "descent": worst step of (L_t - L_t+1) / (L' eta^2 ||d||^2 / 2) - 1 (the proof's inequality);
       tolerance: loss rounding 64 eps |L| relative to the bound (steps with a bound below 1e3 times
-      the rounding are not judged);
+      the rounding are not judged). A run with no judged step gets margin +inf and is counted in
+      ``info["unjudged runs"]``; if *no* run has a judged step nothing was checked and a ValueError
+      is raised;
     - "monotone": worst step of (L_t - L_t+1) / |L_t| (>= 0: the averaged loss never increases);
-    - "sum": sum_t of the bound <= L_0 - L_T (relative margin);
+    - "sum": sum_t of the bound <= L_0 - L_T (relative margin); it is the per-step inequality
+      summed (L_0 - L_T telescopes), so its tolerance is the per-step rounding allowances
+      64 eps (|L_t| + |L_t+1|) summed over the steps, relative to L_0 - L_T;
     - "stationary": log10(1e-10 / (min-norm^2 / trace(M) K)) at the last iterate (the limit point is
       Pareto stationary to relative accuracy 1e-10 within T steps);
     - "lam_min -> 0": log10(1e-10 / (lambda_min / lambda_max)) at the last iterate.
     """
     res = {k: (np.empty(n), np.empty(n)) for k in ("descent", "monotone", "sum", "stationary", "lam_min")}
     steps = np.empty(n, int)
+    unjudged = 0
     for i in range(n):
         K = int(rng.integers(2, 5))
         P = int(rng.integers(K, 11))
@@ -542,13 +547,16 @@ def theorem1_draws(rng: np.random.Generator, n: int, T: int = 300, L_scale: floa
         judged = b > 1e3 * rnd
         q = np.where(judged, dec / np.where(judged, b, 1.0) - 1.0, np.inf)
         j = int(np.argmin(q)) if nstep else 0
-        res["descent"][0][i] = q[j] if nstep and judged.any() else math.inf
-        res["descent"][1][i] = rnd[j] / b[j] if nstep and judged.any() else 0.0
+        has = bool(nstep and judged.any())
+        unjudged += int(not has)
+        res["descent"][0][i] = q[j] if has else math.inf
+        res["descent"][1][i] = rnd[j] / b[j] if has else 0.0
         mono = dec / np.maximum(np.abs(loss[:nstep]), 1e-300)
         res["monotone"][0][i] = mono.min() if nstep else math.inf
         res["monotone"][1][i] = 64 * EPS
-        res["sum"][0][i] = ((loss[0] - loss[nstep]) - b.sum()) / (loss[0] - loss[nstep]) if nstep else 0.0
-        res["sum"][1][i] = 1e-9
+        drop = loss[0] - loss[nstep]
+        res["sum"][0][i] = (drop - b.sum()) / drop if nstep else 0.0
+        res["sum"][1][i] = rnd.sum() / abs(drop) if nstep else 0.0   # the per-step allowances, summed
         mn = r["minnorm2"][-1] / (r["lam_max"][-1] + 1e-300)
         res["stationary"][0][i] = math.log10(1e-10 / max(mn, 1e-300))
         res["stationary"][1][i] = 0.0
@@ -560,7 +568,11 @@ def theorem1_draws(rng: np.random.Generator, n: int, T: int = 300, L_scale: floa
              "sum": "Thm 1 proof: sum of guaranteed decreases <= L_0 - L_T" + lab,
              "stationary": f"Pareto stationary (min-norm^2 <= 1e-10 lam_max) within {T} steps" + lab,
              "lam_min": f"lambda_min(M)/lambda_max(M) <= 1e-10 within {T} steps" + lab}
+    if unjudged == n:
+        raise ValueError("theorem1_draws: no run has a step whose guaranteed decrease exceeds the loss rounding, "
+                         "so the descent inequality was never checked; use more steps (T) or more runs")
     out: dict[str, Any] = {k: Check(names[k], *v, unit="runs") for k, v in res.items()}
+    out["descent"].info["unjudged runs"] = unjudged
     out["steps"] = steps
     return out
 
@@ -714,7 +726,17 @@ def fair_limits(rng: np.random.Generator, n: int, small=(1.0, 0.5, 0.25, 0.1, 0.
       ``small``, d0 = :func:`constrained_ls` (the maximiser of sum_i u_i on the ball with every u_i >= 0);
     - "LS limit": at the smallest alpha, fairgrad is at least as close to the plain LS direction
       G.sum(0) as to d0 (margin (1 - cos to d0) - (1 - cos to LS)): true exactly where d0 = LS, i.e.
-      where LS gives no task a negative utility; ``conflict`` marks the other draws.
+      where LS gives no task a negative utility; ``conflict`` marks the other draws;
+    - "MGDA limit value": the limit is the MGDA direction itself, not a nearby one. FairGrad solves
+      (M x)_i = x_i^(-1/alpha): its utilities agree to a factor (x_max/x_min)^(1/alpha) = 1 + O(1/alpha),
+      so its angle to the equal-utility direction is O(1/alpha) and 1 - cos = O(1/alpha^2). Checked
+      as: between the two largest alphas 1 - cos shrinks at least like 1/alpha,
+      c(a_n) <= c(a_n-1) a_n-1 / a_n (a positive limit value, a plateau, fails this);
+    - "LS limit value" / "LS limit value, conflicting draws": likewise as alpha -> 0, x_i = u_i^(-alpha)
+      = 1 + O(alpha) while the utilities stay bounded away from 0, so 1 - cos(fairgrad, LS) = O(alpha^2):
+      between the two smallest alphas it shrinks at least like alpha. Checked on the draws where LS
+      conflicts with no task (expected to hold) and, as the counter-case, on the others (where the limit
+      is d0, not LS, and the distance to LS plateaus).
     Tolerance 1e-8 on 1 - cos (the solvers' accuracy).
     Returns the checks and the curves."""
     cm, cl, c0 = np.empty((n, len(large))), np.empty((n, len(small))), np.empty((n, len(small)))
@@ -738,7 +760,19 @@ def fair_limits(rng: np.random.Generator, n: int, small=(1.0, 0.5, 0.25, 0.1, 0.
                  -np.max(np.diff(c0, axis=1), axis=1) / norm_0, tol_cos / norm_0)
     ls_lim = Check(f"alpha -> 0: fairgrad(alpha={small[-1]:g}) as close to ls as to constrained LS",
                    c0[:, -1] - cl[:, -1], tol_cos)
+    pred_m = cm[:, -2] * large[-2] / large[-1]
+    scale_m = np.maximum(pred_m, tol_cos)
+    val_m = Check(f"alpha -> inf: 1 - cos(fairgrad, mgda) -> 0 (shrinks like 1/alpha or faster, alpha {large[-2]:g} -> {large[-1]:g})",
+                  (pred_m - cm[:, -1]) / scale_m, tol_cos / scale_m)
+    pred_l = cl[:, -2] * small[-1] / small[-2]
+    scale_l = np.maximum(pred_l, tol_cos)
+    marg_l, tol_l = (pred_l - cl[:, -1]) / scale_l, tol_cos / scale_l
+    lab = f"(shrinks like alpha or faster, alpha {small[-2]:g} -> {small[-1]:g})"
+    val_l = Check(f"alpha -> 0: 1 - cos(fairgrad, ls) -> 0 where LS conflicts with no task {lab}",
+                  marg_l[~conflict], tol_l[~conflict])
+    val_lc = Check(f"alpha -> 0: 1 - cos(fairgrad, ls) -> 0 where LS conflicts {lab}", marg_l[conflict], tol_l[conflict])
     return {"MGDA limit": mono, "constrained LS limit": zero, "LS limit": ls_lim,
+            "MGDA limit value": val_m, "LS limit value": val_l, "LS limit value, conflicting draws": val_lc,
             "mgda_curve": cm, "ls_curve": cl, "d0_curve": c0, "conflict": conflict,
             "large": np.array(large), "small": np.array(small)}
 
