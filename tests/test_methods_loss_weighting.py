@@ -554,10 +554,15 @@ def test_dwa_gets_its_epoch_losses_from_the_trainer(monkeypatch):
 @pytest.mark.parametrize("name", ["si", "famo", "gradnorm"])
 def test_log_and_ratio_methods_train_the_toy_with_its_lower_bound(name):
     """The toy's losses reach -20 (and are exactly 0 at the start (0, 0)): these methods need m = -21,
-    the shift FAMO's authors use for it; with the default m = 0 the error says what to do."""
-    from mtl_src.train import train_toy
+    the shift FAMO's authors use for it. By name the toy trainer supplies it (TOY_LOWER_BOUND); a method
+    built with the default m = 0 fails on the toy with an error that says what to do."""
+    from mtl_src import methods
+    from mtl_src.train import TOY_LOWER_BOUND, train_toy
 
     run = train_toy(name, iterations=100, record_every=10, min_losses=-21.0)
     assert np.isfinite(run.xs).all() and (run.losses[:, -1].sum(1) < run.losses[:, 0].sum(1)).sum() >= 4
+    by_name = train_toy(name, iterations=100, record_every=10)
+    assert by_name.hyperparameters["min_losses"] == [TOY_LOWER_BOUND] * 2
+    np.testing.assert_allclose(by_name.xs, run.xs)
     with pytest.raises(ValueError, match="min_losses"):
-        train_toy(name, iterations=5)
+        train_toy(methods.make(name), iterations=5)
