@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 from mtl_src import methods
 from mtl_src.benchmarks.base import Benchmark, Metric
 from mtl_src.methods import Forward, StepContext
-from mtl_src.methods.connection_strength import connection_strength, project_on_top_priority, top_priority
+from mtl_src.methods.connection_strength import tied_channels, connection_strength, project_on_top_priority, top_priority
 from mtl_src.methods.stgu import symmetric_affinity, threshold_groups
 from mtl_src.problems import toy
 from mtl_src.nn import TaskBatchNorm2d, TaskBNConvEncoder, TaskBNGroup, TaskBNModel
@@ -194,7 +194,8 @@ def test_phase2_step_writes_the_projected_sum():
         block = G[:, start:start + n].reshape(K, conv.weight.shape[0], -1)
         top = top_priority(grp)
         mixed += torch.unique(top).numel() > 1
-        proj = project_on_top_priority(block, top) if torch.unique(top).numel() > 1 else block
+        proj = project_on_top_priority(block, top)  # random gains: no ties
+        assert not bool(tied_channels(grp).any())
         # no negative inner product with the top task on any channel group
         for i in torch.unique(top).tolist():
             mask = top == i
@@ -213,6 +214,62 @@ def test_phase2_step_writes_the_projected_sum():
     # diagnostics: shares of channels per top task sum to one per layer
     for l in range(2):
         assert sum(res.info[f"top_share_l{l}_t{k}"] for k in range(K)) == pytest.approx(1.0)
+
+
+def test_phase2_skips_tied_channels_and_projects_the_others():
+    K = 3
+    model = _taskbn_model(K)
+    _randomise_bns(model)
+    with torch.no_grad():  # layer 1: channels 0-2 tied between tasks 0 and 2 (the largest strength there)
+        bns = model.encoder.norms[1].bns
+        bns[2].weight[:] = bns[0].weight
+        bns[2].running_var[:] = bns[0].running_var
+        bns[1].weight[:3] = 0.01
+    for norm in model.encoder.norms:  # freeze the running variances: the tie must survive the step's forward
+        for bn in norm.bns:
+            bn.momentum = 0.0
+    groups = model.task_bn_groups()
+    assert not bool(tied_channels(groups[0]).any())
+    tied = tied_channels(groups[1])
+    assert tied[:3].all() and int(tied.sum()) < tied.numel()
+    ctx, _ = _ctx(model, K)
+    methods.make("connection_strength", phase1_probability=0.0, require_task_bn=True).step(ctx)
+    from mtl_src.autodiff import task_gradients
+
+    shared = model.shared_parameters()
+    G = task_gradients(ctx.forward().losses, shared)
+    d, start, ends = [], 0, []
+    for conv, grp in zip(model.encoder.convs, groups):
+        n = conv.weight.numel()
+        block = G[:, start:start + n].reshape(K, conv.weight.shape[0], -1)
+        keep = ~tied_channels(grp)
+        ref = block.clone()
+        ref[:, keep] = project_on_top_priority(block[:, keep], top_priority(grp)[keep])
+        d.append(ref.sum(0).flatten())
+        start += n
+        ends.append(start)
+    got = torch.cat([p.grad.flatten() for p in shared])
+    torch.testing.assert_close(got, torch.cat(d))
+    # the tied channels of layer 1 carry the plain sum; the argmax convention (task 0) would project them
+    c1 = model.encoder.convs[1].weight
+    blk = G[:, ends[0]:ends[1]].reshape(K, c1.shape[0], -1)
+    torch.testing.assert_close(got[ends[0]:ends[1]].reshape(c1.shape[0], -1)[:3], blk[:, :3].sum(0))
+    as_top0 = project_on_top_priority(blk[:, :3], torch.zeros(3, dtype=torch.long)).sum(0)
+    assert as_top0.sub(blk[:, :3].sum(0)).abs().max() > 1e-6  # ...which would have changed them
+
+
+def test_no_layer_has_one_strict_top_task_in_every_channel(rng):
+    # each task's normalised strengths sum to 1 over the channels (Eq. 7), so task i >= task j on every
+    # channel forces equality: a layer "all one top task" is always a tie, never a channel group
+    from mtl_src.nn import TaskBNGroup
+
+    for _ in range(200):
+        K, C = int(rng.integers(2, 5)), int(rng.integers(1, 7))
+        W = torch.tensor(rng.standard_normal((C, 3)))
+        gam = [torch.tensor(rng.uniform(0.1, 3, C)) for _ in range(K)]
+        grp = TaskBNGroup(W, gam, [torch.ones(C, dtype=torch.float64)] * K)
+        top, tied = top_priority(grp), tied_channels(grp)
+        assert bool(tied.any()) or torch.unique(top).numel() > 1
 
 
 def test_phase2_with_equal_priorities_or_without_task_bn_is_the_plain_sum():

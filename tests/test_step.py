@@ -29,16 +29,43 @@ def _grads(ps):
     return torch.cat([p.grad.flatten() for p in ps])
 
 
-@pytest.mark.parametrize("name", ["ls", "mgda", "pcgrad", "cagrad", "aligned_mtl"])
+@pytest.mark.parametrize("name", ["ls", "mgda", "pcgrad", "cagrad", "aligned_mtl", "imtl_g", "nash_mtl", "fairgrad"])
 def test_shared_step_writes_the_aggregated_direction(name):
     enc, heads, forward, ctx = _setup()
     m = methods.make(name)
     m.step(ctx)
     G = task_gradients(forward().losses, list(enc.parameters()))
     torch.testing.assert_close(_grads(enc.parameters()), methods.make(name)(G))
-    # heads get the gradient of the plain sum of losses
+
+
+# head k receives lambda_k grad L_k: the weighted loss the authors back-propagate (MGDA, IMTL-G, Nash-MTL in
+# the nash-mtl code; Nash-MTL's lambda is the unclipped alpha), else the plain sum (PCGrad, CAGrad, FairGrad,
+# Aligned-MTL and PIVRG overwrite only the shared gradient)
+WEIGHTED_HEADS = {"mgda", "mgda_ub", "imtl_g", "nash_mtl"}
+AGGREGATORS = [n for n in methods.available() if issubclass(methods.get(n), methods.Aggregator)]
+
+
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_heads_receive_the_authors_loss_weighting(name):
+    enc, heads, forward, ctx = _setup()
+    m = methods.make(name)
+    m.step(ctx)
     out = forward()
-    ref = torch.autograd.grad(out.losses.sum(), list(heads.parameters()))
+    if name in WEIGHTED_HEADS:
+        lam = m.head_weights()
+        assert lam is not None and lam.shape == (3,)
+        if name == "nash_mtl":  # unclipped: alpha_i (M alpha)_i = 1
+            M = task_gradients(out.losses, list(enc.parameters()), retain_graph=True).double()
+            M = M @ M.T
+            torch.testing.assert_close(lam * (M @ lam), torch.ones(3, dtype=torch.float64), rtol=1e-6, atol=1e-6)
+        else:
+            torch.testing.assert_close(lam, m.last_weights)
+        assert not torch.allclose(lam, torch.ones_like(lam))  # the check can tell the two conventions apart
+        total = (lam.to(out.losses) * out.losses).sum()
+    else:
+        assert m.head_weights() is None
+        total = out.losses.sum()
+    ref = torch.autograd.grad(total, list(heads.parameters()))
     torch.testing.assert_close(_grads(heads.parameters()), torch.cat([g.flatten() for g in ref]))
 
 

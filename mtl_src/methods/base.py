@@ -142,13 +142,20 @@ class Method(abc.ABC):
 
 
 class Aggregator(Method):
-    """A method defined by a map G (K x P) -> d (P,), applied to the shared parameters.
+    r"""A method defined by a map G (K x P) -> d (P,), applied to the shared parameters.
 
     ``space = "shared"``: G holds gradients w.r.t. the shared parameters theta_sh.
     ``space = "representation"``: G holds gradients w.r.t. the shared representation Z; the
     aggregated d_Z is pushed back through the encoder, i.e. theta_sh receives J^T d_Z with
-    J = dZ/dtheta_sh (the "UB" variants). Task-specific parameters always receive the gradient of the
-    plain sum of the losses (each head only sees its own task's loss).
+    J = dZ/dtheta_sh (the "UB" variants).
+
+    Task-specific parameters receive the gradient of :math:`\sum_k \lambda_k L_k` (each head only sees
+    its own task's loss, so head k gets :math:`\lambda_k \nabla L_k`), with lambda from
+    :meth:`head_weights`: by default lambda = 1, the plain sum, as in the authors' code of PCGrad,
+    CAGrad, GradDrop, Aligned-MTL (``scale_decoder_grad=False``), FairGrad and PIVRG, which back-propagate
+    each task's loss into the heads and overwrite only the shared gradient. Methods whose authors
+    back-propagate the weighted loss :math:`\sum_k \alpha_k L_k` (MGDA, MGDA-UB, IMTL-G, Nash-MTL in the
+    nash-mtl code) override :meth:`head_weights`.
     """
 
     space: ClassVar[Literal["shared", "representation"]] = "shared"
@@ -166,17 +173,19 @@ class Aggregator(Method):
     @abc.abstractmethod
     def _aggregate(self, G: Tensor) -> Tensor: ...
 
+    def head_weights(self) -> Tensor | None:
+        """lambda (K,) for the task-specific parameters after the last aggregation: head k receives
+        lambda_k * grad L_k. ``None`` (default): lambda = 1, the plain sum of the losses."""
+        return None
+
     def step(self, ctx: StepContext) -> StepResult:
         out = ctx.forward()
         losses = out.losses
         ctx.optimizer.zero_grad(set_to_none=True)
         specific = [p for p in ctx.specific if p.requires_grad]
-        if specific:
-            grads = torch.autograd.grad(losses.sum(), specific, retain_graph=True, allow_unused=True)
-            for p, g in zip(specific, grads):
-                p.grad = None if g is None else g.detach()
+        keep = bool(specific)  # the heads' backward comes after the aggregation (it may need its weights)
         if self.space == "shared":
-            G = task_gradients(losses, ctx.shared)
+            G = task_gradients(losses, ctx.shared, retain_graph=keep)
             write_grad(ctx.shared, self.aggregate(G))
         else:
             Z = out.representation
@@ -187,9 +196,17 @@ class Aggregator(Method):
                 )
             G = task_gradients(losses, [Z], retain_graph=True)
             dZ = self.aggregate(G).view_as(Z)
-            grads = torch.autograd.grad(Z, list(ctx.shared), grad_outputs=dZ, allow_unused=True)
+            grads = torch.autograd.grad(Z, list(ctx.shared), grad_outputs=dZ, retain_graph=keep, allow_unused=True)
             for p, g in zip(ctx.shared, grads):
                 p.grad = torch.zeros_like(p) if g is None else g.detach()
+        if specific:
+            lam = self.head_weights()
+            if lam is not None and (lam.shape != losses.shape or not bool(torch.isfinite(lam).all())):
+                raise FloatingPointError(f"{self.name}: head weights {lam.tolist()} do not fit {losses.numel()} tasks")
+            total = losses.sum() if lam is None else (lam.detach().to(losses) * losses).sum()
+            grads = torch.autograd.grad(total, specific, allow_unused=True)
+            for p, g in zip(specific, grads):
+                p.grad = None if g is None else g.detach()
         ctx.optimizer.step()
         return StepResult(losses.detach(), self.diagnostics())
 

@@ -45,6 +45,14 @@ def top_priority(group: Any) -> Tensor:
     return connection_strength(group).argmax(0)
 
 
+def tied_channels(group: Any) -> Tensor:
+    """Channels (C,) bool whose largest connection strength is shared by two or more tasks: they have
+    no top-priority task (argmax there is an index convention, e.g. every channel of a fresh model,
+    whose task BNs all start with the same gain)."""
+    S = connection_strength(group)
+    return (S == S.max(0, keepdim=True).values).sum(0) > 1
+
+
 def project_on_top_priority(block: Tensor, top: Tensor) -> Tensor:
     """Phase 2 on one layer: ``block`` (K, C, n) holds the task gradients of its weight, channel by
     channel; ``top`` (C,) the top-priority task per channel. For each channel group
@@ -84,9 +92,13 @@ class ConnectionStrength(Method):
       (``ctx.model.task_bn_groups()``, see :mod:`mtl_src.nn`), the channels are split by their
       top-priority task :math:`\arg\max_k \hat S_{k,p}` (:func:`connection_strength`, Eq. 4, 6, 7) and
       :func:`project_on_top_priority` removes, on each group :math:`CG_i`, the conflict of every task with
-      task i; the update is the sum over tasks (Thm 4). As in the authors' code, a layer whose channels
-      all share one top task (e.g. at initialisation, when all gains are equal) gets the plain sum, and
-      so does every other parameter (task-specific ones see only their own task's loss).
+      task i; the update is the sum over tasks (Thm 4). Channels whose largest strength is tied between
+      tasks (:func:`tied_channels`; every channel at initialisation, when all gains are equal) have no
+      top-priority task and get the plain sum, and so does every other parameter (task-specific ones
+      see only their own task's loss). Each task's normalised strengths sum to 1 over the layer (Eq. 7),
+      so no task can be the strict top of *every* channel: a layer "all one top task" is a tie (an
+      earlier version skipped such layers by a test on the argmax; channels tied only in part were then
+      projected onto task 0 by the argmax convention).
 
     Schedule: Phase 1 with probability :math:`p_1 = 1 - e/E` (e: 0-based epoch, E: epochs; the
     authors' code draws :math:`u \sim U(0,1)` and runs Phase 1 iff :math:`u \ge e/E`), so Phase 2
@@ -246,10 +258,13 @@ class ConnectionStrength(Method):
         for g in groups:
             a, b = offsets[id(g.weight)]
             top = top_priority(g).to(G.device)
-            if torch.unique(top).numel() == 1:  # one top task everywhere: plain sum (authors' rule)
+            keep = ~tied_channels(g).to(G.device)  # tied channels have no top task: plain sum there
+            if not bool(keep.any()):
                 continue
             C = g.weight.shape[0]
-            G[:, a:b] = project_on_top_priority(G[:, a:b].reshape(G.shape[0], C, -1), top).reshape(G.shape[0], b - a)
+            block = G[:, a:b].reshape(G.shape[0], C, -1)
+            block[:, keep] = project_on_top_priority(block[:, keep], top[keep])
+            G[:, a:b] = block.reshape(G.shape[0], b - a)
         write_grad(shared, G.sum(0))
         ctx.optimizer.step()
 

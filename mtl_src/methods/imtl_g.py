@@ -64,7 +64,13 @@ class IMTLG(GramianWeighting):
     direction but not in its size: d has the scale of the *smallest* gradients. When the weights'
     normalising sum vanishes d = 0; when it is negative the common projection <d, u_i> is negative
     (every task's loss increases to first order) - a property of the method, not of this solver.
+
+    Task-specific parameters: head k receives :math:`K\alpha_k \nabla L_k` (the authors' code
+    back-propagates :math:`\sum_k \alpha_k L_k`), see :meth:`head_weights`.
     """
+
+    def head_weights(self) -> Tensor | None:
+        return self.last_weights
 
     def weights(self, M: Tensor) -> Tensor:
         return M.shape[0] * imtl_g_weights(M)

@@ -79,11 +79,18 @@ class MGDA(GramianWeighting):
     Pareto-stationary points; otherwise ``<d, g_i> >= ||d||^2 / K > 0`` for every task.
 
     ``tol``: certified duality gap of the K x K quadratic program (relative to trace(M)/K).
+
+    Task-specific parameters: head k receives :math:`K\lambda^*_k \nabla L_k`, as in the authors'
+    code (Sener & Koltun back-propagate the scaled loss :math:`\sum_k \lambda_k L_k`; the nash-mtl
+    code does the same with weights summing to K), see :meth:`head_weights`.
     """
 
     def __init__(self, tol: float = 1e-8, max_iter: int = 20_000):
         self.tol = float(tol)
         self.max_iter = int(max_iter)
+
+    def head_weights(self) -> Tensor | None:
+        return self.last_weights
 
     def weights(self, M: Tensor) -> Tensor:
         M64 = M.double().cpu().numpy()

@@ -39,7 +39,14 @@ class NashMTL(GramianWeighting):
 
     At a Pareto-stationary G (0 in the convex hull of the non-zero gradients) the equation has no
     positive solution (Gordan) and d = 0; zero gradient rows get weight 0.
+
+    Task-specific parameters: head k receives :math:`\alpha_k \nabla L_k` with the *unclipped* alpha
+    (the authors back-propagate :math:`\sum_k \alpha_k L_k` and then clip only the shared
+    parameters' gradient), see :meth:`head_weights`.
     """
+
+    def head_weights(self) -> Tensor | None:
+        return None if self._alpha is None else torch.as_tensor(self._alpha, dtype=torch.float64)
 
     def __init__(
         self,
