@@ -348,11 +348,14 @@ def test_mgda_ub_step_backpropagates_the_representation_direction(normalization)
 @pytest.mark.parametrize("name", ["graddrop", "imtl_g", "nash_mtl", "moco", "fairgrad", "pivrg"])
 def test_shared_step_writes_the_aggregated_direction(name):
     enc, heads, forward, ctx = _net()
-    methods.make(name).step(ctx)
+    m = methods.make(name)
+    m.step(ctx)
     G = task_gradients(forward().losses, list(enc.parameters()))
     torch.testing.assert_close(_grads(enc.parameters()), methods.make(name)(G))
     out = forward()
-    ref = torch.autograd.grad(out.losses.sum(), list(heads.parameters()))
+    lam = m.head_weights()  # the authors' head weighting (tests/test_step.py checks which methods weight)
+    total = out.losses.sum() if lam is None else (lam.to(out.losses) * out.losses).sum()
+    ref = torch.autograd.grad(total, list(heads.parameters()))
     torch.testing.assert_close(_grads(heads.parameters()), torch.cat([g.flatten() for g in ref]))
 
 
@@ -445,3 +448,18 @@ def test_moco_state_reset_and_shape_check(rng):
         m(random_G(rng, 5, 4) * torch.tensor(10 ** rng.uniform(-8, 8, (5, 1))))
     lam = m.state[1]
     assert np.all(lam >= 0) and math.isclose(lam.sum(), 1.0, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["cagrad", "pcgrad", "graddrop"])
+def test_max_norm_clips_the_shared_direction_and_defaults_off(name):
+    g = torch.Generator().manual_seed(3)
+    G = torch.randn(4, 50, generator=g, dtype=torch.float64) * 10.0
+    free = methods.make(name)(G)
+    assert float(free.norm()) > 1.0  # the default (0) does not clip
+    clipped = methods.make(name, max_norm=1.0)(G)
+    assert float(clipped.norm()) == pytest.approx(1.0, rel=1e-9)
+    torch.testing.assert_close(clipped, free / free.norm())  # same direction, same draws
+    loose = methods.make(name, max_norm=1e6)(G)
+    torch.testing.assert_close(loose, free)
+    with pytest.raises(ValueError, match="max_norm must be >= 0"):
+        methods.make(name, max_norm=-1.0)

@@ -9,6 +9,7 @@ from torch import Tensor
 from ..solvers import minimize_on_simplex
 from . import register
 from .base import GramianWeighting
+from .fairgrad import _check_max_norm, clip_weights
 
 
 @register("cagrad")
@@ -24,9 +25,13 @@ class CAGrad(GramianWeighting):
     :math:`1 + c^2` is the authors' default ``rescale=1`` (0: none; 2: divide by 1 + c).
     The library returns :math:`d = K\, d_{mean}` (scale of the sum of losses), so ``c = 0`` gives
     ``G.sum(0)``. The dual is convex on the simplex and is solved with a certified gap (`tol`).
+    ``max_norm`` (default 0: off, as in the nash-mtl code whose numbers the tables report): clip the
+    shared direction to this norm, the ``clip_grad_norm_(shared_parameters, max_norm)`` that the
+    FairGrad/PIVRG code applies after every method's backward.
     """
 
-    def __init__(self, c: float = 0.4, rescale: int = 1, tol: float = 1e-8, max_iter: int = 20_000):
+    def __init__(self, c: float = 0.4, rescale: int = 1, tol: float = 1e-8, max_iter: int = 20_000,
+                 max_norm: float = 0.0):
         if c < 0:
             raise ValueError(f"cagrad: c must be >= 0, got {c}")
         if rescale not in (0, 1, 2):
@@ -35,6 +40,7 @@ class CAGrad(GramianWeighting):
         self.rescale = int(rescale)
         self.tol = float(tol)
         self.max_iter = int(max_iter)
+        self.max_norm = _check_max_norm("cagrad", max_norm)
 
     def weights(self, M: Tensor) -> Tensor:
         A = M.double().cpu().numpy()
@@ -65,7 +71,7 @@ class CAGrad(GramianWeighting):
             if gw_norm > 1e-12 * np.sqrt(g0_sq / scale):
                 alpha = b + (sqrt_phi / gw_norm) * w
         divisor = {0: 1.0, 1: 1.0 + self.c**2, 2: 1.0 + self.c}[self.rescale]
-        return torch.as_tensor(K * alpha / divisor, dtype=torch.float64)
+        return clip_weights(torch.as_tensor(K * alpha / divisor, dtype=torch.float64), M, self.max_norm)
 
 
 def _two_task_dual(A: np.ndarray, Ab: np.ndarray, sqrt_phi: float) -> np.ndarray:

@@ -202,13 +202,19 @@ def clip_weights(alpha: Tensor, M: Tensor, max_norm: float) -> Tensor:
     return alpha
 
 
+def _check_max_norm(who: str, max_norm: float) -> float:
+    max_norm = float(max_norm)
+    if not (max_norm >= 0 and math.isfinite(max_norm)):
+        raise ValueError(f"{who}: max_norm must be >= 0 (0 disables clipping), got {max_norm}")
+    return max_norm
+
+
 def _check_solver_hp(who: str, tol: float, max_iter: int, max_norm: float) -> None:
     if not (tol > 0 and math.isfinite(tol)):
         raise ValueError(f"{who}: tol must be a positive number, got {tol}")
     if int(max_iter) < 1:
         raise ValueError(f"{who}: max_iter must be >= 1, got {max_iter}")
-    if not (max_norm >= 0 and math.isfinite(max_norm)):
-        raise ValueError(f"{who}: max_norm must be >= 0 (0 disables clipping), got {max_norm}")
+    _check_max_norm(who, max_norm)
 
 
 @register("fairgrad")

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from . import register
 from .base import Aggregator
+from .fairgrad import _check_max_norm
 
 
 def graddrop_direction(G: Tensor, U: Tensor, leak: Tensor | None = None) -> Tensor:
@@ -62,14 +63,18 @@ class GradDrop(Aggregator):
     draws of U (``None``: fresh entropy); :meth:`reset` restarts the stream. The draws come from a
     CPU ``torch.Generator`` in G's dtype, the same stream as ``torch.rand`` after
     ``torch.manual_seed(seed)``.
+    ``max_norm`` (default 0: off, as in the nash-mtl code whose numbers the tables report): clip the
+    shared direction to this norm, the ``clip_grad_norm_(shared_parameters, max_norm)`` that the
+    FairGrad/PIVRG code applies after every method's backward.
     """
 
-    def __init__(self, leak: float | Sequence[float] = 0.0, seed: int | None = 0):
+    def __init__(self, leak: float | Sequence[float] = 0.0, seed: int | None = 0, max_norm: float = 0.0):
         values = [float(leak)] if isinstance(leak, (int, float)) else [float(v) for v in leak]
         if not values or not all(0.0 <= v <= 1.0 for v in values):
             raise ValueError(f"graddrop: leak must be in [0, 1] (a float or one per task), got {leak!r}")
         self.leak = float(leak) if isinstance(leak, (int, float)) else values
         self.seed = seed
+        self.max_norm = _check_max_norm("graddrop", max_norm)
         self.reset()
 
     def reset(self) -> None:
@@ -89,4 +94,9 @@ class GradDrop(Aggregator):
     def _aggregate(self, G: Tensor) -> Tensor:
         leak = self._leak(G.shape[0])
         U = torch.rand(G.shape[1], generator=self._gen, dtype=G.dtype).to(G.device)
-        return graddrop_direction(G, U, leak)
+        d = graddrop_direction(G, U, leak)
+        if self.max_norm > 0:
+            norm = float(d.double().norm())
+            if norm > self.max_norm:
+                d = d * (self.max_norm / norm)
+        return d

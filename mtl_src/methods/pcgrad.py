@@ -8,6 +8,7 @@ from torch import Tensor
 
 from . import register
 from .base import GramianWeighting
+from .fairgrad import _check_max_norm, clip_weights
 
 
 @register("pcgrad")
@@ -22,10 +23,14 @@ class PCGrad(GramianWeighting):
     Then alpha = sum_i c_i. Zero gradients are never projected on (they cannot conflict).
 
     ``seed``: seeds the random task orders (``None``: fresh entropy); :meth:`reset` restarts it.
+    ``max_norm`` (default 0: off, as in the nash-mtl code whose numbers the tables report): clip the
+    shared direction to this norm, the ``clip_grad_norm_(shared_parameters, max_norm)`` that the
+    FairGrad/PIVRG code applies after every method's backward.
     """
 
-    def __init__(self, seed: int | None = 0):
+    def __init__(self, seed: int | None = 0, max_norm: float = 0.0):
         self.seed = seed
+        self.max_norm = _check_max_norm("pcgrad", max_norm)
         self.reset()
 
     def reset(self) -> None:
@@ -43,4 +48,4 @@ class PCGrad(GramianWeighting):
                 dot = C[i] @ A[:, j]
                 if dot < 0.0:
                     C[i, j] -= dot / diag[j]
-        return torch.as_tensor(C.sum(0), dtype=torch.float64)
+        return clip_weights(torch.as_tensor(C.sum(0), dtype=torch.float64), M, self.max_norm)
