@@ -196,3 +196,54 @@ def test_polyak_momentum_gives_spectral_radius_rho():
     a, b, rho = ub.hb_params(1.0, 100.0)
     T = ub.hb_matrix(np.diag([1.0, 30.0, 100.0]), a, b * b)
     assert np.abs(np.linalg.eigvals(T)).max() == pytest.approx(rho, rel=1e-6)
+
+
+def test_summed_bound_margins_match_the_closed_form_above_one_over_lambda():
+    # one task L = 1/2 |Z|^2, J = I, a = 1.5 (a Lam = 1.5): Z contracts by q = -1/2, the aligned step is
+    # the gradient step, C = C_l = eps = 1; sum_{t<T'} |g0_t|^2 / (2 L0_0 / a) = (1 - q^(2T')) / (2 - a Lam)
+    prob = quadratic.QuadraticTasks(np.eye(2)[None], np.zeros((1, 2)))
+    run = ub._z_run(np.eye(2), prob.jacobian, prob.losses, np.ones(1), 1.5, 10, np.array([1.0, -2.0]), 0.0, 1.0)
+    tel, _, summed, _ = ub.summed_bound_margins(run, 1.5, 1.0, 1.0, 0.0)
+    assert summed == pytest.approx(1.0 - (1.0 - 0.25**10) / 0.5, rel=1e-12)
+    assert tel < summed < 0
+    run_ok = ub._z_run(np.eye(2), prob.jacobian, prob.losses, np.ones(1), 0.5, 10, np.array([1.0, -2.0]), 0.0, 1.0)
+    assert ub.summed_bound_margins(run_ok, 0.5, 1.0, 1.0, 0.0)[2] == pytest.approx(1.0 - (1.0 - 0.25**10) / 1.5, rel=1e-12)
+    assert not ub.summed_bound_step_size(R(40), 6, 20).holds
+    assert ub.summed_bound_step_size(R(41), 6, 20, (0.2, 1.0)).holds
+
+
+def test_summed_bound_along_identity_and_random_runs():
+    ident = ub.theorem2_trajectories(R(42), 6, 60, "identity")
+    assert ident["Eq. 26 every step"].holds and ident["summed"].holds and ident["telescoped"].holds
+    assert ident["linear (PL)"].holds
+    assert "Eq. 18" in ident["summed"].name
+    rand = ub.theorem2_trajectories(R(43), 6, 60, "random")
+    assert "Eq. 26" in rand["summed"].name and rand["summed"].margins.shape == (6,)
+    cex = ub.theorem2_counterexample_run(100)
+    assert cex["L0_T"] > cex["L0_0"] > cex["L0*"]            # uphill steps: the loss goes up
+    assert cex["telescoped margin"] < 0 < cex["summed margin"]  # telescoped sum fails, the L0* form is vacuous
+    assert cex["min C_s"] < 1e-10
+
+
+def test_quartic_loss_is_c2_and_linear_rate_fails():
+    z = np.array([1 - 1e-7, 1 + 1e-7, -1 - 1e-7, -1 + 1e-7])
+    f, g = ub.quartic_loss(z)
+    assert abs(f[0] - f[1]) < 1e-6 and abs(g[0] - g[1]) < 1e-6 and abs(g[2] - g[3]) < 1e-6
+    assert ub.quartic_loss(np.zeros(1))[0][0] == 0.0
+    q = ub.linear_rate_quartic(R(44), 6, 300)
+    assert q["Eq. 25"].holds and q["sandwich"].holds and q["summed"].holds
+    assert q["linear at the initial rate"].failures == 6
+    assert np.all((q["T (1 - r_T)"] > 1.5) & (q["T (1 - r_T)"] < 2.5))   # r_t ~ 1 - 2/t
+    assert np.all(q["mu_T / mu_0"] < 0.1)
+
+
+def test_tall_jacobian_draws_and_stall():
+    df = ub.theorem2_draws(R(45), 80, "tall")
+    assert np.all(df["P"] < df["m"])
+    ta = ub.tall_alignment_draws(R(46), 60)
+    assert not ta["Eq. 6"].holds and ta["Eq. 6"].failures == ta["Eq. 6"].n
+    assert not ta["D <= cond(J)"].holds
+    st = ub.tall_stall_example()
+    assert st["|d|"] < 1e-15 * st["|grad L0|"] and st["|grad L0|"] == pytest.approx(0.75 / math.sqrt(2))
+    assert st["decrease"] == 0.0 < st["Eq. 25 bound"] and st["cond(J)"] == 1.0 and st["steps that moved"] == 0
+    assert ub.tall_stall_example(1.0)["|grad L0|"] < 1e-15   # equal singular values: the point is stationary

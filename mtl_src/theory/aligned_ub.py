@@ -1,8 +1,9 @@
 """Numerical checks for the second Aligned-MTL chapter
 (``notebooks/aligned_mtl/02_representation_and_rates.md``): the Z-aligned gradient (main Def. 3,
-Eqs. 6-8), the per-step bounds of main Thms 1-2 / supp. Thm 2 (Eqs. 16-18, 24-26), Lemma 2
-(Eqs. 29-33), the heavy-ball Theorem 3 (Eqs. 34-37), and dominance statistics on MultiMNIST
-(main Table 2, supp. Figs. 2-3).
+Eqs. 6-8), the per-step bounds of main Thms 1-2 / supp. Thm 2 (Eqs. 16-18, 24-26) and their sums
+over a run (Eqs. 18 and 26 summed), the supplement's "converges linearly" (supp. Thms 1-2), tall
+Jacobians (m > P, supp. Thm 2's rank hypothesis), Lemma 2 (Eqs. 29-33), the heavy-ball Theorem 3
+(Eqs. 34-37), and dominance statistics on MultiMNIST (main Table 2, supp. Figs. 2-3).
 
 Conventions as in :mod:`mtl_src.theory.aligned`: gradient matrices hold one task per *row*.
 ``G_Z`` (K x m) holds the gradients with respect to the shared representation Z (m entries, the
@@ -33,7 +34,9 @@ from .checks import EPS, Check, Ledger
 __all__ = [
     "Check", "Ledger", "cond", "z_aligned", "isometric_jacobian", "z_alignment_draws", "z_alignment_attained",
     "network_snapshot", "theorem2_draws", "theorem2_checks", "theorem2_counterexample", "eq16_scaling",
-    "theorem2_trajectories", "lemma2_weights", "lemma2_draws",
+    "theorem2_trajectories", "summed_bound_margins", "summed_bound_step_size", "theorem2_counterexample_run",
+    "quartic_loss", "linear_rate_quartic",
+    "tall_alignment_draws", "tall_stall_example", "lemma2_weights", "lemma2_draws",
     "hb_params", "hb_matrix", "theorem3_matrix_draws", "heavy_ball", "fit_rate_tolerance", "theorem3_runs",
     "pair_statistics", "bound_ratio_draws", "dominance_training", "summarise_dominance",
     "toy_aligned_batch", "toy_weighted_optimum",
@@ -189,7 +192,9 @@ def theorem2_draws(rng: np.random.Generator, n: int, jacobian: str = "random") -
     L0 = sum_i w_i L_i is Lam-smooth with Lam = lambda_max(J^T (sum_i w_i A_i) J) exactly.
 
     ``jacobian``: "identity" (J = I: Z-aligned = theta-aligned, main Thm 1), "isometric"
-    (J J^T = lam^2 I, m < P), "random" (wide J, m <= P, full row rank, condition number 10^U(0, 2)).
+    (J J^T = lam^2 I, m < P), "random" (wide J, m <= P, full row rank, condition number 10^U(0, 2)),
+    "tall" (m > P: P in 1..m-1, rank J = P = min(m, P), condition number s_1/s_P = 10^U(0, 2); J J^T is
+    singular, and C_l = s_P/s_1 is the reading of supp. Thm 2's rank hypothesis).
     Per draw K in 2..5, m in 2..12, task conditions 10^U(0, 3), a = 1/Lam (30 %) or U(0, 1)/Lam, one
     Z-aligned step (exact rank). Records the decrease of L0 and the constants of Eq. 25 at their
     largest admissible values: C_s = s_R/s_1 of G_Z, C_l = l_min/l_1 of J, eps = |V^T w|.
@@ -206,8 +211,11 @@ def theorem2_draws(rng: np.random.Generator, n: int, jacobian: str = "random") -
         elif jacobian == "random":
             P = int(rng.integers(m, 25))
             J = random_gradients(rng, m, P, rng.uniform(0.0, 2.0))
+        elif jacobian == "tall":
+            P = int(rng.integers(1, m))
+            J = random_gradients(rng, m, P, rng.uniform(0.0, 2.0))
         elif jacobian != "adversarial":
-            raise ValueError("jacobian must be 'identity', 'isometric', 'random' or 'adversarial'")
+            raise ValueError("jacobian must be 'identity', 'isometric', 'random', 'tall' or 'adversarial'")
         if jacobian == "adversarial":
             # the shape of theorem2_counterexample, randomised: K = 2, G_Z = diag(1, s) U^T, w mostly
             # along the weak direction, J with a moderate condition number, A_i = I, theta = 0
@@ -315,13 +323,99 @@ def theorem2_counterexample(s: float = 0.01, w1: float = 0.1, rho: float = 0.5) 
             "cond(J)": float(sJ[0] / sJ[-1]), "eps = |V^T w|": float(eps), "Lam": Lam}
 
 
+def _z_run(J: np.ndarray, GZ_of: Any, L_of: Any, w: np.ndarray, a: float, T: int, theta: np.ndarray,
+           c_norm: float, LamZ: float) -> dict[str, np.ndarray]:
+    """T Z-aligned steps theta <- theta - a J^T d_Z(theta) (Def. 3, exact rank) on tasks that see theta
+    only through Z = J theta; ``GZ_of(Z)`` is the K x m matrix of gradients w.r.t. Z, ``L_of(Z)`` the K
+    losses. Stops early where G_Z = 0. Returns per step t (up to the stop): ``L`` (L0(theta_t), one
+    entry more than the steps), ``g0_sq`` = |grad L0(theta_t)|^2, ``C_s`` = s_R/s_1 of G_Z, ``eps`` =
+    |V^T w|, ``g0_first`` / ``g0_last`` = |grad L0| at the first and the last iterate, ``theta`` the last
+    iterate, and ``rnd``, the rounding of L0_t - L0_t+1: loss rounding 64 eps (|L0_t| + |L0_t+1|) plus
+    the change of the losses caused by the resolution 2 eps (|Z| + c_norm) of Z - c (``LamZ`` bounds the
+    curvature in Z), as in :func:`~mtl_src.theory.aligned.trajectory_checks`."""
+    L, g2, Cs_, ep_, rnd_ = [], [], [], [], []
+    g_first = None
+    for t in range(T + 1):
+        Z = J @ theta
+        GZ = GZ_of(Z)
+        L.append(float(w @ L_of(Z)))
+        g0 = J.T @ (GZ.T @ w)
+        g_first = float(np.linalg.norm(g0)) if g_first is None else g_first
+        if t == T or not np.any(GZ):
+            break
+        d, _ = z_aligned(GZ, J, w)
+        _, Cs, eps = aligned_parts(GZ, w)
+        th1 = theta - a * d
+        L1 = float(w @ L_of(J @ th1))
+        delta = 2 * EPS * (np.linalg.norm(Z) + c_norm)
+        rnd_.append(64 * EPS * (abs(L[-1]) + abs(L1))
+                    + 2 * (4 * float(np.linalg.norm(GZ, axis=1) @ w) * delta + LamZ * delta**2))
+        g2.append(float(g0 @ g0)), Cs_.append(float(Cs)), ep_.append(float(eps))
+        theta = th1
+    return {"L": np.array(L), "g0_sq": np.array(g2), "C_s": np.array(Cs_), "eps": np.array(ep_), "rnd": np.array(rnd_),
+            "g0_first": g_first, "g0_last": float(np.linalg.norm(g0)), "theta": theta}
+
+
+def summed_bound_margins(run: dict[str, np.ndarray], a: float, Cl: float, w2: float, Lstar: float
+                         ) -> tuple[float, float, float, float]:
+    """Main Eq. 18 (J = I) / Eq. 26 (Z-aligned) *summed* over a run of :func:`_z_run`.
+
+    Summing the per-step inequality |g0_t|^2 <= 2|w|^2 (L0_t - L0_t+1) / (a C^2 C_l^2 eps^2) over
+    t < T' with constants valid at every step (the proof's uniform C, eps; we take the run's worst
+    ones, C(T') = min_{t<T'} C_s,t and eps(T') = min_{t<T'} eps_t, C_l fixed since J is constant)
+    telescopes to
+
+        S(T') = sum_{t<T'} |g0_t|^2 <= 2|w|^2 (L0_0 - L0_T') / (a C(T')^2 C_l^2 eps(T')^2)      (telescoped)
+                                    <= 2|w|^2 (L0_0 - L0*)   / (a C(T')^2 C_l^2 eps(T')^2)      (with L0*).
+
+    Returns, each the worst over every horizon T' = 1..steps: (margin, tolerance) of the telescoped
+    form and of the form with L0*; margin = (bound - S) / bound. Tolerance: 1e3 eps for the sums plus
+    the accumulated loss rounding relative to the bound."""
+    g2, C, e, L, rnd = run["g0_sq"], run["C_s"], run["eps"], run["L"], run["rnd"]
+    if len(g2) == 0:
+        return math.inf, 0.0, math.inf, 0.0
+    S = np.cumsum(g2)
+    k = a * np.minimum.accumulate(C) ** 2 * Cl**2 * np.minimum.accumulate(e) ** 2 / (2 * w2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = []
+        for top in (L[0] - L[1:], np.full(len(g2), L[0] - Lstar)):
+            B = top / k
+            tol = 1e3 * EPS + np.cumsum(rnd) / np.abs(top)
+            q = np.where(k > 0, (B - S) / np.abs(B), np.inf)
+            i = int(np.argmin(q + tol))
+            out += [float(q[i]), float(tol[i])]
+    return out[0], out[1], out[2], out[3]
+
+
+def _pl_linear_margin(run: dict[str, np.ndarray], a: float, Cl: float, w2: float, mu: float, Lstar: float
+                      ) -> tuple[float, float, int]:
+    """Worst step of the linear contraction L0_t+1 - L* <= (1 - a mu C_s,t^2 C_l^2 eps_t^2 / |w|^2)(L0_t - L*)
+    that the per-step bound (Eq. 25) gives with the Polyak-Lojasiewicz inequality |g0|^2 >= 2 mu (L0 - L*).
+    A step is judged where both sides exceed 1e3 times the rounding; returns (margin 1 - ratio,
+    tolerance, judged steps); margin +inf where no step is judged."""
+    gap, rnd = run["L"] - Lstar, run["rnd"]
+    n = len(run["g0_sq"])
+    if n == 0:
+        return math.inf, 0.0, 0
+    pred = (1.0 - a * mu * run["C_s"] ** 2 * Cl**2 * run["eps"] ** 2 / w2) * gap[:-1]
+    judged = (gap[:-1] > 1e3 * rnd) & (pred > 1e3 * rnd)
+    if not judged.any():
+        return math.inf, 0.0, 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(judged, 1.0 - gap[1:] / pred, np.inf)
+        tol = np.where(judged, 2 * rnd / pred, 0.0)
+    i = int(np.argmin(q + tol))
+    return float(q[i]), float(tol[i]), int(judged.sum())
+
+
 def theorem2_trajectories(rng: np.random.Generator, n: int, T: int, jacobian: str = "isometric",
                           gd_tol: float = 1e-6) -> dict[str, Any]:
     """Eq. 26 along runs: ``n`` problems Z = J theta, L_i = 1/2 (Z - c)^T A_i (Z - c) with a *common*
-    minimiser c in representation space (so L0 can reach its minimum; with different minima aligned
-    descent stops early, first chapter), K in 2..4, m in 2..8, P in m..16, task conditions 10^U(0, 2),
-    w = 1 or random positive, a = 1/Lam, T Z-aligned steps from theta_0 = J^+ c + N(0, I).
-    ``jacobian``: "isometric" (J J^T = lam^2 I) or "random" (condition number 10^U(0, 1)).
+    minimiser c in representation space (so L0 can reach its minimum L0* = 0; with different minima
+    aligned descent stops early, first chapter), K in 2..4, m in 2..8, P in m..16, task conditions
+    10^U(0, 2), w = 1 or random positive, a = 1/Lam, T Z-aligned steps from theta_0 = J^+ c + N(0, I).
+    ``jacobian``: "identity" (J = I, P = m: theta-aligned descent, main Thm 1), "isometric"
+    (J J^T = lam^2 I) or "random" (condition number 10^U(0, 1)).
 
     Checks, one margin per run:
 
@@ -330,22 +424,31 @@ def theorem2_trajectories(rng: np.random.Generator, n: int, T: int, jacobian: st
       1e3 times the loss rounding 64 eps (|L_t| + |L_t+1|); ``info["unjudged runs"]`` counts runs with
       no judged step (margin +inf there) and the check is refused (ValueError) if every run is
       unjudged;
+    - ``summed``: main Eq. 18 / Eq. 26 summed over the run with the run's worst constants and L0*,
+      at every horizon (:func:`summed_bound_margins`); ``telescoped``: the same with L0_T' in place of
+      L0* (the stronger intermediate form);
+    - ``linear (PL)``: the per-step linear contraction of :func:`_pl_linear_margin` with the PL constant
+      mu = lambda_min(sum_i w_i A_i) s_m(J)^2 of L0(theta) (valid for J of full row rank);
     - ``converged``: log10(gd_tol |g0_0| / |g0_T|) >= 0 (Eq. 26's conclusion |g0_t| -> 0, reached
       only if the constants stay bounded away from 0; ``min C_s`` holds each run's smallest s_R/s_1).
 
     The rounding allowance adds to the loss rounding the change of the losses caused by the
     resolution 2 eps (|Z| + |c|) of Z - c (as in :func:`~mtl_src.theory.aligned.trajectory_checks`).
     """
-    if jacobian not in ("isometric", "random"):
-        raise ValueError("jacobian must be 'isometric' or 'random'")
+    if jacobian not in ("identity", "isometric", "random"):
+        raise ValueError("jacobian must be 'identity', 'isometric' or 'random'")
     m26, t26, mconv, cmin = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    ms, ts, mtel, ttel, mpl, tpl = (np.empty(n) for _ in range(6))
     unjudged = 0
     for i in range(n):
         K = int(rng.integers(2, 5))
         m = int(rng.integers(2, 9))
         P = int(rng.integers(m, 17))
-        J = (isometric_jacobian(rng, m, P, 10.0 ** rng.uniform(-1, 1)) if jacobian == "isometric"
-             else random_gradients(rng, m, P, rng.uniform(0.0, 1.0)))
+        if jacobian == "identity":
+            P, J = m, np.eye(m)
+        else:
+            J = (isometric_jacobian(rng, m, P, 10.0 ** rng.uniform(-1, 1)) if jacobian == "isometric"
+                 else random_gradients(rng, m, P, rng.uniform(0.0, 1.0)))
         prob = quadratic.random_tasks(K, m, rng, cond=10.0 ** rng.uniform(0, 2))
         prob.c[:] = prob.c[0]
         w = np.ones(K) if rng.random() < 0.5 else rng.dirichlet(np.ones(K)) * K
@@ -355,45 +458,242 @@ def theorem2_trajectories(rng: np.random.Generator, n: int, T: int, jacobian: st
         Cl = float(sJ[-1] / sJ[0])
         theta = np.linalg.lstsq(J, prob.c[0], rcond=None)[0] + rng.standard_normal(P)
         w2 = float(w @ w)
-        LamZ = float(np.linalg.eigvalsh(prob.hessian(w))[-1])
-        q, qt, judged_any, csmin = np.inf, 0.0, False, math.inf
-        g00 = None
-        for t in range(T + 1):
-            Z = J @ theta
-            GZ = prob.jacobian(Z)
-            g0 = J.T @ (GZ.T @ w)
-            if g00 is None:
-                g00 = float(np.linalg.norm(g0))
-            if t == T or not np.any(GZ):
-                break
-            d, _ = z_aligned(GZ, J, w)
-            _, Cs, eps = aligned_parts(GZ, w)
-            L0 = float(w @ prob.losses(Z))
-            th1 = theta - a * d
-            L1 = float(w @ prob.losses(J @ th1))
-            B = a * float(Cs) ** 2 * Cl**2 * float(eps) ** 2 * float(g0 @ g0) / (2 * w2)
-            # loss rounding plus the resolution of Z - c (Z = J theta is rounded to 2 eps (|Z| + |c|))
-            delta = 2 * EPS * (np.linalg.norm(Z) + np.linalg.norm(prob.c[0]))
-            rnd = 64 * EPS * (abs(L0) + abs(L1)) + 2 * (4 * float(np.linalg.norm(GZ, axis=1) @ w) * delta + LamZ * delta**2)
-            csmin = min(csmin, float(Cs))
-            if B > 1e3 * rnd:
-                judged_any = True
-                qq = (L0 - L1) / B - 1.0
-                if qq + rnd / B < q + qt:
-                    q, qt = qq, rnd / B
-            theta = th1
-        unjudged += int(not judged_any)
-        m26[i], t26[i] = q, qt
-        mconv[i] = math.log10(gd_tol * g00 / max(float(np.linalg.norm(g0)), 1e-300))
-        cmin[i] = csmin
+        evZ = np.linalg.eigvalsh(prob.hessian(w))
+        run = _z_run(J, prob.jacobian, prob.losses, w, a, T, theta, float(np.linalg.norm(prob.c[0])), float(evZ[-1]))
+        L, g2, Cs, eps, rnd = run["L"], run["g0_sq"], run["C_s"], run["eps"], run["rnd"]
+        B = a * Cs**2 * Cl**2 * eps**2 * g2 / (2 * w2)
+        judged = B > 1e3 * rnd
+        unjudged += int(not judged.any())
+        if judged.any():
+            q = np.where(judged, (L[:-1] - L[1:]) / np.where(judged, B, 1.0) - 1.0, np.inf)
+            qt = np.where(judged, rnd / np.where(judged, B, 1.0), 0.0)
+            j = int(np.argmin(q + qt))
+            m26[i], t26[i] = q[j], qt[j]
+        else:
+            m26[i], t26[i] = np.inf, 0.0
+        mconv[i] = math.log10(gd_tol * run["g0_first"] / max(run["g0_last"], 1e-300))
+        cmin[i] = Cs.min() if len(Cs) else math.inf
+        mtel[i], ttel[i], ms[i], ts[i] = summed_bound_margins(run, a, Cl, w2, 0.0)
+        mpl[i], tpl[i], _ = _pl_linear_margin(run, a, Cl, w2, float(evZ[0]) * float(sJ[-1]) ** 2, 0.0)
     if unjudged == n:
         raise ValueError("no run has a step where Eq. 26's bound exceeds the rounding: nothing was checked; "
                          "use larger initial distances or fewer steps")
-    tag = "J J^T = lam^2 I" if jacobian == "isometric" else "random J"
+    tag = {"identity": "J = I", "isometric": "J J^T = lam^2 I", "random": "random J"}[jacobian]
+    eq = "Eq. 18" if jacobian == "identity" else "Eq. 26"
     return {"Eq. 26 every step": Check(f"Eq. 26 at every step of Z-aligned descent ({tag})", m26, t26,
                                        {"unjudged runs": unjudged}, unit="runs"),
+            "summed": Check(f"{eq} summed: sum_t |g0_t|^2 <= 2|w|^2 (L0_0 - L0*)/(a C^2 C_l^2 eps^2), "
+                            f"worst constants, every horizon ({tag})", ms, ts, unit="runs"),
+            "telescoped": Check(f"{eq} telescoped: the same with L0_T' for L0* ({tag})", mtel, ttel, unit="runs"),
+            "linear (PL)": Check(f"L0_t+1 - L* <= (1 - a mu C_s^2 C_l^2 eps^2/|w|^2)(L0_t - L*) every step ({tag})",
+                                 mpl, tpl, unit="runs"),
             "converged": Check(f"|g0_T| <= {gd_tol:g} |g0_0| after {T} Z-aligned steps ({tag})", mconv,
                                unit="runs"), "min C_s": cmin}
+
+
+def summed_bound_step_size(rng: np.random.Generator, n: int, T: int, alpha_lam: tuple[float, float] = (1.05, 1.95)
+                           ) -> Check:
+    """The constructed failure of the summed bound (main Eqs. 18 / 26): the step size above 1/Lam.
+
+    One task L = (l / 2)|Z - c|^2 (l = 10^U(-1, 1)), Z = J theta with J J^T = s^2 I (m in 2..8,
+    P in m..16), w = 1: G_Z is one row, C_s = C_l = 1, eps = |w| = 1, and the Z-aligned step is the
+    gradient step, so Z - c contracts by q = 1 - a Lam with Lam = s^2 l. The ratio of the sum over T'
+    steps to the bound with L0* is (1 - q^(2T')) / (2 - a Lam) (ours): at most 1 for a Lam <= 1
+    (equality at a Lam = 1 once T' >= 1) and above 1 at *every* horizon T' >= 1 for 1 < a Lam < 2
+    (there q^2 < |q| = a Lam - 1). ``alpha_lam``: the range of a Lam. (With several tasks of equal
+    isotropic curvature G_Z would have rank one only up to rounding, and the exact-rank Z-aligned step
+    would follow the rounding noise.) Returns the summed check with L0* (:func:`summed_bound_margins`)."""
+    mm, tt = np.empty(n), np.empty(n)
+    for i in range(n):
+        m = int(rng.integers(2, 9))
+        P = int(rng.integers(m, 17))
+        J = isometric_jacobian(rng, m, P, 10.0 ** rng.uniform(-1, 1))
+        lam = 10.0 ** rng.uniform(-1, 1)
+        prob = quadratic.QuadraticTasks(lam * np.eye(m)[None], rng.standard_normal((1, m)))
+        w = np.ones(1)
+        Lam = float(np.linalg.eigvalsh(J.T @ prob.hessian(w) @ J)[-1])
+        a = rng.uniform(*alpha_lam) / Lam
+        theta = np.linalg.lstsq(J, prob.c[0], rcond=None)[0] + rng.standard_normal(P)
+        run = _z_run(J, prob.jacobian, prob.losses, w, a, T, theta, float(np.linalg.norm(prob.c[0])), lam)
+        _, _, mm[i], tt[i] = summed_bound_margins(run, a, 1.0, 1.0, 0.0)
+    return Check(f"summed bound with L0*, a Lam in {alpha_lam} (one isotropic task)", mm, tt, unit="runs")
+
+
+def theorem2_counterexample_run(T: int = 200, s: float = 0.01, w1: float = 0.1, rho: float = 0.5) -> dict[str, float]:
+    """The summed bound along a run started at :func:`theorem2_counterexample` (T Z-aligned steps,
+    exact rank, a = 1/Lam; the tasks have different minima, L0* = min L0 > 0). Returns L0 at the start,
+    at the end and L0*, the smallest C_s met, |grad L0| at the end relative to the start, and the
+    margins (worst over every horizon, :func:`summed_bound_margins`) of the telescoped form (negative
+    once L0 has gone up) and of the form with L0* (positive but vacuous as C_s -> 0)."""
+    M = np.array([[1.0, -rho], [-rho, 1.0]])
+    ev, E = np.linalg.eigh(M)
+    J = (E * np.sqrt(ev)) @ E.T
+    prob = quadratic.QuadraticTasks(np.stack([np.eye(2)] * 2), -np.diag([1.0, s]))
+    w = np.array([w1, 1.0])
+    Lam = float(np.linalg.eigvalsh(J.T @ prob.hessian(w) @ J)[-1])
+    a = 1.0 / Lam
+    Lstar = float(w @ prob.losses(prob.minimizer(w)))
+    run = _z_run(J, prob.jacobian, prob.losses, w, a, T, np.zeros(2), 1.0, 1.0)
+    mt, tt, ms, ts = summed_bound_margins(run, a, 1.0 / cond(J), float(w @ w), Lstar)
+    return {"L0_0": float(run["L"][0]), "L0_T": float(run["L"][-1]), "L0*": Lstar, "min C_s": float(run["C_s"].min()),
+            "|g0_T|/|g0_0|": run["g0_last"] / run["g0_first"], "telescoped margin": mt, "telescoped tol": tt,
+            "summed margin": ms, "summed tol": ts}
+
+
+# --------------------------------------------------------------------------------------------------
+# supp. Thms 1-2: "converges linearly"
+# --------------------------------------------------------------------------------------------------
+def quartic_loss(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The task loss of the supp. Thm 2 counter-case (:func:`linear_rate_quartic`):
+    phi(z) = z^4/4 for |z| <= 1 and 3z^2/2 - 2|z| + 3/4 beyond (the C^2 quadratic continuation),
+    elementwise, with phi'. Bounded below by 0 = phi(0), phi'' = 3 min(z^2, 1) <= 3: a Lipschitz
+    gradient, but phi''(0) = 0, so no Polyak-Lojasiewicz inequality holds near the minimiser."""
+    z = np.asarray(z, float)
+    a = np.abs(z)
+    inner = a <= 1.0
+    f = np.where(inner, a**4 / 4, 1.5 * a**2 - 2 * a + 0.75)
+    g = np.where(inner, z**3, 3 * z - 2 * np.sign(z))
+    return f, g
+
+
+def linear_rate_quartic(rng: np.random.Generator, n: int, T: int) -> dict[str, Any]:
+    """Supp. Thm 2 ("converges linearly") on tasks that meet every stated hypothesis with the best
+    constants: K in 1..4 tasks, task i sees only entry i of Z = J theta (m = K, P in m..16, J J^T = s^2 I,
+    so cond J = 1, rank J = m = min(m, P)), L_i = phi(Z_i) (:func:`quartic_loss`: bounded below, gradient
+    Lipschitz with Lam = 3 s^2 for L0 = sum_i L_i), w = 1, a = 1/Lam, theta_0 with Z_0 = z_0 (1, .., 1),
+    z_0 = U(0.3, 1) (plus a random null-space component of J). G_Z = z^3 I: C_s = 1, eps = |w| at every
+    step, and each entry follows z_t+1 = z_t - z_t^3 / 3 (ours), whence
+    2/3 <= 1/z_t+1^2 - 1/z_t^2 <= 3/2 for z_t <= 1 and, with gap_t = L0_t - L0* = K z_t^4 / 4,
+
+        gap_0 / (1 + 3/2 z_0^2 t)^2  <=  gap_t  <=  gap_0 / (1 + 2/3 z_0^2 t)^2         (sandwich, ours):
+
+    gap_t decays like 1/t^2 and no geometric sequence stays above the lower bound.
+
+    Checks, one margin per run: ``Eq. 25`` at every step (margin dec / bound - 1; holds: the step is
+    a gradient step); ``sandwich`` min over t of the log of both ratios (tolerance 1e-9); ``linear at
+    the initial rate``: gap_t <= q_0^t gap_0 for every t, q_0 = 1 - a mu_0 C_s^2 eps^2 / |w|^2 with
+    mu_0 = |g0_0|^2 / (2 gap_0) the PL ratio at theta_0 (the contraction the proof's per-step bound
+    gives where PL holds with the start's constant; margin min_t log10(q_0^t gap_0 / gap_t));
+    ``summed`` main Eq. 26 summed (:func:`summed_bound_margins`). Also the PL ratio mu_t / mu_0 at the
+    last step (mu_t = |g0_t|^2 / (2 gap_t) -> 0) and T (1 - r_T) with r_t = gap_t+1 / gap_t, whose
+    limit is 2 (the per-step contraction tends to 1 like 1 - 2/t)."""
+    m25, ms, ts, ml, msw, mu_last, tail = (np.empty(n) for _ in range(7))
+    for i in range(n):
+        K = int(rng.integers(1, 5))
+        m = K
+        P = int(rng.integers(m, 17))
+        s = 10.0 ** rng.uniform(-1, 1)
+        J = isometric_jacobian(rng, m, P, s)
+        z0 = rng.uniform(0.3, 1.0)
+        v = rng.standard_normal(P)
+        theta = J.T @ np.full(m, z0) / s**2 + (v - J.T @ (J @ v) / s**2)
+        w = np.ones(K)
+        Lam = 3.0 * s**2
+        a = 1.0 / Lam
+
+        def GZ_of(Z: np.ndarray) -> np.ndarray:
+            return np.diag(quartic_loss(Z)[1])
+
+        def L_of(Z: np.ndarray) -> np.ndarray:
+            return quartic_loss(Z)[0]
+
+        run = _z_run(J, GZ_of, L_of, w, a, T, theta, 0.0, 3.0)
+        L, g2, Cs, eps, rnd = run["L"], run["g0_sq"], run["C_s"], run["eps"], run["rnd"]
+        w2 = float(w @ w)
+        B = a * Cs**2 * eps**2 * g2 / (2 * w2)
+        m25[i] = float(np.min((L[:-1] - L[1:]) / B - 1.0))
+        _, _, ms[i], ts[i] = summed_bound_margins(run, a, 1.0, w2, 0.0)
+        t = np.arange(len(L))
+        gap = L
+        lo = gap[0] / (1 + 1.5 * z0**2 * t) ** 2
+        hi = gap[0] / (1 + 2 / 3 * z0**2 * t) ** 2
+        msw[i] = float(np.min(np.minimum(np.log(gap / lo), np.log(hi / gap))[1:]))  # t = 0: both are equalities
+        mu0 = g2[0] / (2 * gap[0])
+        q0 = 1.0 - a * mu0 * Cs[0] ** 2 * eps[0] ** 2 / w2
+        ml[i] = float(np.min(t * math.log10(q0) + math.log10(gap[0]) - np.log10(gap)))
+        mu_last[i] = g2[-1] / (2 * gap[-2]) / mu0 if len(g2) > 1 else math.nan
+        tail[i] = (len(L) - 2) * (1.0 - gap[-1] / gap[-2])
+    tag = f"quartic tasks, {T} steps"
+    return {"Eq. 25": Check(f"Eq. 25 at every step ({tag})", m25, 1e-9, unit="runs"),
+            "sandwich": Check(f"gap_0/(1 + 3/2 z0^2 t)^2 <= gap_t <= gap_0/(1 + 2/3 z0^2 t)^2 ({tag})", msw, 1e-9, unit="runs"),
+            "linear at the initial rate": Check(f"gap_t <= q_0^t gap_0, q_0 from Eq. 25 + PL at theta_0 ({tag})", ml, 1e-9,
+                                                unit="runs"),
+            "summed": Check(f"Eq. 26 summed with L0*, worst constants, every horizon ({tag})", ms, ts, unit="runs"),
+            "mu_T / mu_0": mu_last, "T (1 - r_T)": tail}
+
+
+# --------------------------------------------------------------------------------------------------
+# tall J: more representation entries than parameters (supp. Thm 2's "rank J = min(|theta|, |Z|)")
+# --------------------------------------------------------------------------------------------------
+def tall_alignment_draws(rng: np.random.Generator, n: int) -> dict[str, Check]:
+    """Def. 3 with a *tall* J (m x P, m > P, rank P = min(m, P), the case supp. Thm 2's rank
+    hypothesis admits): K in 2..5, P in 1..10, m in P+1..P+10, G_Z of dominance up to 10^3, and J with
+    orthonormal columns scaled by lam (J^T J = lam^2 I, the tall analogue of Eq. 6's hypothesis) in
+    half of the draws, cond(J) = 10^U(0.3, 2) otherwise. Then J J^T = lam^2 (projector onto range J),
+    singular, and the theta-gradients G_theta = G_Z J only see the part of G_Z in range J.
+
+    Checks: ``Eq. 6`` Z-aligned == theta-aligned on the draws with J^T J = lam^2 I (margin -relative
+    difference, tolerance 1e3 eps D(G_Z)); ``D <= cond(J)`` our bound on the dominance of the Z-aligned
+    system s_R Q_Z J with cond(J) = s_1/s_P (margin (cond J - D)/cond J; -inf where Q_Z J loses rank,
+    which it must when K > P; ``info["K > P"]`` marks those draws)."""
+    m6, t6, mb, kp = [], [], np.empty(n), np.empty(n, bool)
+    for i in range(n):
+        K = int(rng.integers(2, 6))
+        P = int(rng.integers(1, 11))
+        m = int(rng.integers(P + 1, P + 11))
+        GZ = random_gradients(rng, K, m, rng.uniform(0.0, 3.0))
+        iso = rng.random() < 0.5
+        J = (isometric_jacobian(rng, P, m, 10.0 ** rng.uniform(-1, 1)).T if iso
+             else random_gradients(rng, m, P, rng.uniform(0.3, 2.0)))
+        w = np.ones(K) if rng.random() < 0.5 else rng.dirichlet(np.ones(K)) * K
+        if iso:
+            d_z, _ = z_aligned(GZ, J, w)
+            d_t = aligned_parts(GZ @ J, w)[0]
+            m6.append(-np.linalg.norm(d_z - d_t) / max(np.linalg.norm(d_t), 1e-300))
+            t6.append(1e3 * EPS * cond(GZ))
+        Q, sR = _procrustes_rows(GZ)
+        S = sR * Q @ J
+        sv = np.linalg.svd(S, compute_uv=False)
+        cJ = cond(J)
+        D = math.inf if len(sv) < K or sv[-1] <= 1e3 * EPS * sv[0] * K else float(sv[0] / sv[-1])
+        mb[i] = (cJ - D) / cJ if math.isfinite(D) else -math.inf
+        kp[i] = K > P
+    return {"Eq. 6": Check("tall J, J^T J = lam^2 I: Z-aligned == theta-aligned", np.array(m6), np.array(t6)),
+            "D <= cond(J)": Check("tall J: D(s_R Q_Z J) <= cond(J) = s_1/s_P", mb, 1e3 * EPS, {"K > P": kp})}
+
+
+def tall_stall_example(s: float = 0.25) -> dict[str, float]:
+    """A tall J on which the Z-aligned step vanishes although grad L0 != 0 (ours).
+
+    m = 2, P = 1, J = (1, 0)^T (J^T J = 1: rank J = 1 = min(m, P), cond J = 1, so every constant of
+    supp. Thm 2 is at its best). Two tasks L_i = 1/2 |Z - c_i|^2 with G_Z = V diag(1, s) U^T at
+    theta = 0, V = I, U the rotation by 45 degrees, w = (1, 1). Then Q_Z^T w = U V^T w = (0, sqrt 2)
+    lies in null(J^T), so d = J^T d_Z = 0, while grad L0 = J^T G_Z^T w = J^T U (1, s) = (1 - s)/sqrt 2
+    != 0 for s != 1: the method cannot leave a point that is not stationary, and Eq. 25 (whose bound
+    is positive) fails. Returns |d|, |grad L0|, the decrease of L0, Eq. 25's bound (C_l = 1) and the
+    number of steps the iterate moved in 100 iterations."""
+    c45 = math.sqrt(0.5)
+    U = np.array([[c45, -c45], [c45, c45]])
+    GZ0 = np.diag([1.0, s]) @ U.T
+    prob = quadratic.QuadraticTasks(np.stack([np.eye(2)] * 2), -GZ0)
+    J = np.array([[1.0], [0.0]])
+    w = np.ones(2)
+    Lam = float(np.linalg.eigvalsh(J.T @ prob.hessian(w) @ J)[-1])
+    a = 1.0 / Lam
+    theta = np.zeros(1)
+    GZ = prob.jacobian(J @ theta)
+    d, _ = z_aligned(GZ, J, w)
+    _, Cs, eps = aligned_parts(GZ, w)
+    g0 = J.T @ GZ.T @ w
+    dec = float(w @ prob.losses(J @ theta) - w @ prob.losses(J @ (theta - a * d)))
+    bound = a * float(eps) ** 2 * float(Cs) ** 2 * float(g0 @ g0) / (2 * float(w @ w))
+    th, moved = theta.copy(), 0
+    for _ in range(100):
+        dd, _ = z_aligned(prob.jacobian(J @ th), J, w)
+        moved += int(np.abs(a * dd).max() > 1e-12)
+        th = th - a * dd
+    return {"|d|": float(np.linalg.norm(d)), "|grad L0|": float(np.linalg.norm(g0)), "decrease": dec,
+            "Eq. 25 bound": float(bound), "C_s": float(Cs), "cond(J)": cond(J), "steps that moved": moved}
 
 
 # --------------------------------------------------------------------------------------------------
