@@ -63,6 +63,41 @@ TORCHJD = {"mgda": "MGDA", "pcgrad": "PCGrad", "cagrad": "CAGrad", "aligned_mtl"
 PARTS = ("forward", "task grads", "aggregation", "backward", "optim.", "other")
 
 
+_CURRENT: list["Timer"] = []  # the timer of the step being run (empty: the patched functions pass through)
+
+
+def _timed(key: str, fn: Callable, skip_inside: str | None = None) -> Callable:
+    """``fn`` charged to part ``key`` of the current timer (no-op outside a timed step, or inside
+    part ``skip_inside``, e.g. autograd calls made by task_gradients itself)."""
+    def timed(*a, **k):
+        if not _CURRENT or (skip_inside is not None and _CURRENT[-1].inside(skip_inside)):
+            return fn(*a, **k)
+        with _CURRENT[-1].part(key):
+            return fn(*a, **k)
+
+    return timed
+
+
+@contextlib.contextmanager
+def _instrumented() -> Iterator[None]:
+    """Install the timing wrappers once for a whole benchmark: ``task_gradients`` in every mtl_src
+    module that imported it, ``torch.autograd.grad`` / ``backward``; restored on exit."""
+    patched: list[tuple[Any, str, Any]] = []
+    try:
+        for mod in list(sys.modules.values()):
+            if getattr(mod, "__name__", "").startswith("mtl_src.") and callable(getattr(mod, "task_gradients", None)):
+                patched.append((mod, "task_gradients", mod.task_gradients))
+                mod.task_gradients = _timed("task grads", mod.task_gradients)
+        for fn in ("grad", "backward"):
+            orig = getattr(torch.autograd, fn)
+            patched.append((torch.autograd, fn, orig))
+            setattr(torch.autograd, fn, _timed("backward", orig, skip_inside="task grads"))
+        yield
+    finally:
+        for obj, attr, old in reversed(patched):
+            setattr(obj, attr, old)
+
+
 class Timer:
     """Exclusive wall time per part: time inside a nested timed call is charged to the inner part."""
 
@@ -150,6 +185,9 @@ class Run:
         self.shared = self.model.shared_parameters()
         self.specific = self.model.task_parameters()
         self.method = None if self.torchjd else methods.make(self.name, **self.hp)
+        for m in (self.method, getattr(self.method, "method", None)):  # the method, and pi's base
+            if isinstance(m, methods.Aggregator):
+                m.aggregate = _timed("aggregation", type(m).aggregate.__get__(m))
         extra = [] if self.method is None else self.method.parameters()
         groups = [{"params": list(self.model.parameters())}] + ([{"params": extra}] if extra else [])
         self.opt = torch.optim.SGD(groups, lr=1e-3)
@@ -178,8 +216,7 @@ class Run:
                 ctx = StepContext(timer.wrap("forward", forward), self.shared, self.opt, self.specific,
                                   last_shared=model.last_shared_parameters(), model=model,
                                   progress={"epoch": 5, "epochs": 10, "iteration": self.iteration, "iterations": 100})
-                with self.method_timing(timer):
-                    self.method.step(ctx)
+                self.method.step(ctx)
             else:
                 from torchjd.autojac import jac_to_grad, mtl_backward
 
@@ -195,43 +232,6 @@ class Run:
         finally:
             self.opt.step = opt_step
         self.iteration += 1
-
-    @contextlib.contextmanager
-    def method_timing(self, timer: Timer) -> Iterator[None]:
-        """Time task_gradients, aggregate and the other backward passes of this method's step."""
-        patched: list[tuple[Any, str, Any]] = []
-
-        def patch(obj: Any, attr: str, new: Any) -> None:
-            patched.append((obj, attr, getattr(obj, attr)))
-            setattr(obj, attr, new)
-
-        for mod in list(sys.modules.values()):
-            if getattr(mod, "__name__", "").startswith("mtl_src.") and callable(getattr(mod, "task_gradients", None)):
-                patch(mod, "task_gradients", timer.wrap("task grads", mod.task_gradients))
-        if isinstance(self.method, methods.Aggregator):
-            patch(self.method, "aggregate", timer.wrap("aggregation", type(self.method).aggregate.__get__(self.method)))
-        inner = getattr(self.method, "method", None)  # pi(base)
-        if isinstance(inner, methods.Aggregator):
-            patch(inner, "aggregate", timer.wrap("aggregation", type(inner).aggregate.__get__(inner)))
-        for fn in ("grad", "backward"):
-            orig = getattr(torch.autograd, fn)
-
-            def timed(*a, _orig=orig, **k):
-                if timer.inside("task grads"):
-                    return _orig(*a, **k)
-                with timer.part("backward"):
-                    return _orig(*a, **k)
-
-            patch(torch.autograd, fn, timed)
-        try:
-            yield
-        finally:
-            for obj, attr, old in reversed(patched):
-                if attr == "aggregate" and not isinstance(obj, type):
-                    delattr(obj, attr)  # the instance attribute shadowed the class method
-                else:
-                    setattr(obj, attr, old)
-
 
 def bench(K: int, names: list[str], rounds: int, warmup: int, batch: int, use_torchjd: bool,
           seed: int = 0) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
@@ -260,6 +260,14 @@ def bench(K: int, names: list[str], rounds: int, warmup: int, batch: int, use_to
             failed[s["label"]] = f"{type(err).__name__}: {str(err).splitlines()[0][:90]}"
     times: dict[str, list[dict[str, float]]] = defaultdict(list)
     order = list(runs)
+    with _instrumented():
+        _rounds(runs, order, failed, times, x, y, warmup, rounds, seed)
+    med = {label: {p: statistics.median(t[p] for t in ts) for p in (*PARTS, "total")}
+           for label, ts in times.items() if label not in failed}
+    return med, failed
+
+
+def _rounds(runs, order, failed, times, x, y, warmup, rounds, seed) -> None:
     for r in range(warmup + rounds):
         random.Random(seed * 1000 + r).shuffle(order)
         for label in order:
@@ -268,6 +276,7 @@ def bench(K: int, names: list[str], rounds: int, warmup: int, batch: int, use_to
             timer = Timer()
             gc.collect()
             gc.disable()  # no collector pauses inside a timed step
+            _CURRENT.append(timer)
             t0 = time.perf_counter()
             try:
                 with timer.part("other"):
@@ -276,15 +285,13 @@ def bench(K: int, names: list[str], rounds: int, warmup: int, batch: int, use_to
                 failed[label] = f"{type(err).__name__}: {str(err).splitlines()[0][:90]}"
                 continue
             finally:
+                _CURRENT.pop()
                 gc.enable()
             total = time.perf_counter() - t0
             if r >= warmup:
                 t = {p: timer.t.get(p, 0.0) for p in PARTS}
                 t["total"] = total
                 times[label].append(t)
-    med = {label: {p: statistics.median(t[p] for t in ts) for p in (*PARTS, "total")}
-           for label, ts in times.items() if label not in failed}
-    return med, failed
 
 
 def main(argv: list[str] | None = None) -> None:
