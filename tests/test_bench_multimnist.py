@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mtl_src import benchmarks
+from mtl_src.autodiff import loss_parts
 from mtl_src.benchmarks.multimnist import MNIST_MEAN, MNIST_STD, load_mnist_5k, overlay_pairs
 from mtl_src.train import train
 
@@ -163,6 +164,7 @@ def test_model_shapes_and_representation(bench):
     assert z_plain.shape == (7, 50) and not hasattr(plain, "task_bn_groups")
     batch = next(iter(DataLoader(bench.datasets()["train"], batch_size=7)))
     losses = bench.losses(outs, batch)
+    assert loss_parts(losses) is not None  # stack_losses: per-task backwards skip the other heads
     assert losses.shape == (2,) and torch.isfinite(losses).all()
     # at initialisation the cross-entropy is near log(10)
     assert float(losses.detach().mean()) == pytest.approx(np.log(10), abs=0.3)

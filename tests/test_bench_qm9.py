@@ -9,6 +9,7 @@ pytest.importorskip("rdkit")
 pytest.importorskip("torch_geometric")
 
 from mtl_src import benchmarks  # noqa: E402
+from mtl_src.autodiff import loss_parts  # noqa: E402
 from mtl_src.benchmarks import qm9 as Q  # noqa: E402
 from mtl_src.benchmarks.base import MTLModel  # noqa: E402
 from mtl_src.data import MissingDataError  # noqa: E402
@@ -250,6 +251,7 @@ def test_model_shapes_and_representation(bench):
     z, outs = model(bench.inputs(batch))
     assert z.shape == (7, bench.dim) and len(outs) == 11 and all(o.shape == (7, 1) for o in outs)
     losses = bench.losses(outs, batch)
+    assert loss_parts(losses) is not None  # stack_losses: per-task backwards skip the other heads
     assert losses.shape == (11,) and torch.isfinite(losses).all()
     # a permutation of the molecules in the batch permutes Z (graph-level readout, no leakage)
     batch2 = bench.collate([bench.datasets()["train"][i] for i in reversed(range(7))])

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mtl_src import benchmarks, render
+from mtl_src.autodiff import loss_parts
 from mtl_src.benchmarks import synthscenes as ss
 from mtl_src.train import train
 
@@ -322,6 +323,7 @@ def test_metrics_and_losses_of_perfect_predictions(bench):
     assert v["normal_11.25"] == v["normal_22.5"] == v["normal_30"] == 1.0
     assert v["edge_odsf"] == pytest.approx(1.0)
     losses = bench.losses(outs, (x, y))
+    assert loss_parts(losses) is not None  # stack_losses: per-task backwards skip the other heads
     assert losses[1] == 0 and abs(float(losses[2])) < 1e-6 and losses[0] < 1e-3
 
 

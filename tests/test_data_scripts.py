@@ -17,6 +17,7 @@ import torch
 
 from fixtures_data import MNIST_FILES, celeba_raw, checksums_for, corrupt, mnist_raw, mtan_archive
 from mtl_src import benchmarks
+from mtl_src.autodiff import loss_parts
 from mtl_src.data import MissingDataError
 from mtl_src.train import train
 
@@ -268,6 +269,9 @@ def test_celeba_loader_trains_and_evaluates(celeba_prepared, model):
     assert len(bench.tasks) == 40 and len(bench.metrics) == 80
     vals = _finite_eval(bench, batch_size=6, eval_splits=("val", "test"))
     assert ((vals >= 0) & (vals <= 1)).all()
+    xb, yb = (torch.stack(t) for t in zip(*(data["train"][i] for i in range(2))))
+    losses = bench.losses(bench.build_model()(xb)[1], (xb, yb))
+    assert losses.shape == (40,) and loss_parts(losses) is not None
     b2 = benchmarks.make("celeba", data_root=str(root), model=model, n_train=4, seed=1)
     assert np.array_equal(b2.datasets()["train"].index, benchmarks.make(
         "celeba", data_root=str(root), model=model, n_train=4, seed=1).datasets()["train"].index)
@@ -349,6 +353,7 @@ def test_mtan_metrics_are_perfect_on_the_ground_truth(mtan_prepared):
     assert vals["abs_err"] == 0 and vals["rel_err"] == 0
     assert vals["mean_angle"] < 0.1 and vals["within_11.25"] == pytest.approx(1.0)
     losses = bench.losses(Oracle()(batch[0])[1], batch)
+    assert loss_parts(losses) is not None  # stack_losses: per-task backwards skip the other heads
     assert losses[1] == 0 and abs(float(losses[2])) < 1e-5 and float(losses[0]) < 1e-6
 
 

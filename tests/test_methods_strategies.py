@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from mtl_src import methods
+from mtl_src.autodiff import stack_losses
 from mtl_src.benchmarks.base import Benchmark, Metric
 from mtl_src.methods import Forward, StepContext
 from mtl_src.methods.connection_strength import tied_channels, connection_strength, project_on_top_priority, top_priority
@@ -48,7 +49,7 @@ def _randomise_bns(model, seed=1):
                 bn.running_var.copy_(torch.rand(bn.running_var.shape, generator=g) + 0.5)
 
 
-def _ctx(model, K=3, lr=0.0, n=8, seed=0, opt="sgd"):
+def _ctx(model, K=3, lr=0.0, n=8, seed=0, opt="sgd", stack=torch.stack):
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(n, 1, 5, 5, generator=g), torch.randn(n, K, generator=g)
     calls = {"forward": 0}
@@ -56,7 +57,7 @@ def _ctx(model, K=3, lr=0.0, n=8, seed=0, opt="sgd"):
     def forward():
         calls["forward"] += 1
         z, outs = model(x)
-        return Forward(torch.stack([((o.squeeze(-1) - y[:, k]) ** 2).mean() for k, o in enumerate(outs)]), z)
+        return Forward(stack([((o.squeeze(-1) - y[:, k]) ** 2).mean() for k, o in enumerate(outs)]), z)
 
     params = list(model.parameters())
     optim = torch.optim.SGD(params, lr=lr) if opt == "sgd" else torch.optim.Adam(params, lr=lr)
@@ -317,6 +318,28 @@ def test_phase1_takes_K_steps_each_moving_only_its_tasks_parameters():
         own = {id(p) for p in model.task_parameters_of(k)}
         assert changed <= shared | own, k
         assert shared <= changed and own & changed, k  # the step did move the shared convs and task k's head
+
+
+@pytest.mark.parametrize("name, kw, own, plain", [
+    # head backwards per head in one step: from the losses' parts (own) / through a plain torch.stack
+    ("connection_strength", {"phase1_probability": 1.0}, [1, 1, 1], [3, 3, 3]),
+    ("connection_strength", {"phase1_probability": 0.0}, [2, 2, 2], [4, 4, 4]),
+    ("stgu", {"grouping": "singletons", "warmup": 0}, [1, 1, 1], [3, 3, 3]),
+    ("stl", {"task": 1}, [0, 1, 0], [1, 1, 1]),
+    ("pi:mgda", {}, [2, 2, 2], [4, 4, 4]),
+])
+def test_per_task_backwards_run_only_their_own_heads(name, kw, own, plain):
+    """With stack_losses, a backward of L_k (or of a group's losses) never runs another task's head;
+    through a plain stack every head runs on zero cotangents (same step, more work)."""
+    for stack, expected in ((stack_losses, own), (torch.stack, plain)):
+        model = _taskbn_model(3)
+        _randomise_bns(model)
+        ctx, _ = _ctx(model, 3, lr=0.01, stack=stack)
+        runs = [0, 0, 0]
+        for k, h in enumerate(model.heads):
+            h.register_full_backward_hook(lambda *a, k=k: runs.__setitem__(k, runs[k] + 1))
+        methods.make(name, **kw).step(ctx)
+        assert runs == expected, (stack.__name__, runs)
 
 
 def test_schedule_probability_follows_one_minus_e_over_E():

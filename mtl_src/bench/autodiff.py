@@ -1,19 +1,26 @@
-"""Loop vs batched (``is_grads_batched``) computation of G on a small CNN, K tasks.
+"""Ways of computing G on a small CNN with K heads (two-layer MLPs), K = 2, 4, 11, 40.
 
     python -m mtl_src.bench.autodiff [--device cpu] [--repeats 20]
 
-Prints the time of each mode relative to the loop, interleaving repetitions in one process.
+- ``loop``: K calls of ``torch.autograd.grad``, each from the task's own loss (the losses come from
+  :func:`mtl_src.autodiff.stack_losses`, as in every benchmark), so backward k runs head k only;
+- ``stacked``: the same loop from ``L[k]`` of a plain ``torch.stack``: the stack's backward hands
+  zeros to the other K - 1 heads, which autograd then runs (K^2 head backwards in all);
+- ``batched``: one vmapped backward (``is_grads_batched``) of the stacked losses.
+
+Prints the median time of each (same process, interleaved repetitions) and its ratio to ``loop``.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
 from torch import nn
 
-from mtl_src.autodiff import task_gradients
+from mtl_src.autodiff import stack_losses, task_gradients
 
 
 def _model(K: int) -> tuple[nn.Module, nn.ModuleList]:
@@ -21,7 +28,7 @@ def _model(K: int) -> tuple[nn.Module, nn.ModuleList]:
         nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(),
     )
-    heads = nn.ModuleList([nn.Linear(64, 10) for _ in range(K)])
+    heads = nn.ModuleList([nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)) for _ in range(K)])
     return enc, heads
 
 
@@ -33,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     print(f"device={dev} batch={args.batch} repeats={args.repeats}")
-    print(f"{'K':>3} {'space':>14} {'loop ms':>9} {'batched ms':>11} {'batched/loop':>13}")
+    modes = ("loop", "stacked", "batched")
+    print(f"{'K':>3} {'space':>14} {'loop ms':>9} {'stacked ms':>11} {'batched ms':>11} "
+          f"{'stacked/loop':>13} {'batched/loop':>13}")
     for K in (2, 4, 11, 40):
         torch.manual_seed(0)
         enc, heads = _model(K)
@@ -42,22 +51,23 @@ def main(argv: list[str] | None = None) -> None:
         y = torch.randint(0, 10, (args.batch, K), device=dev)
         params = list(enc.parameters())
         for space in ("shared params", "representation"):
-            times = {"loop": [], "batched": []}
+            times: dict[str, list[float]] = {m: [] for m in modes}
             for r in range(args.repeats + 1):
-                for mode in ("loop", "batched") if r % 2 else ("batched", "loop"):
+                for mode in modes[r % 3:] + modes[: r % 3]:  # rotate the order every round
                     z = enc(x)
-                    losses = torch.stack([nn.functional.cross_entropy(h(z), y[:, i]) for i, h in enumerate(heads)])
+                    parts = [nn.functional.cross_entropy(h(z), y[:, i]) for i, h in enumerate(heads)]
+                    losses = torch.stack(parts) if mode == "stacked" else stack_losses(parts)
                     if dev.type == "cuda":
                         torch.cuda.synchronize()
                     t = time.perf_counter()
-                    task_gradients(losses, params if space == "shared params" else [z], mode=mode)
+                    task_gradients(losses, params if space == "shared params" else [z],
+                                   mode="loop" if mode == "stacked" else mode)
                     if dev.type == "cuda":
                         torch.cuda.synchronize()
                     if r:  # first round is warm-up
                         times[mode].append(time.perf_counter() - t)
-            lo = sorted(times["loop"])[len(times["loop"]) // 2] * 1e3
-            ba = sorted(times["batched"])[len(times["batched"]) // 2] * 1e3
-            print(f"{K:>3} {space:>14} {lo:>9.2f} {ba:>11.2f} {ba / lo:>13.2f}")
+            lo, st, ba = (statistics.median(times[m]) * 1e3 for m in modes)
+            print(f"{K:>3} {space:>14} {lo:>9.2f} {st:>11.2f} {ba:>11.2f} {st / lo:>13.2f} {ba / lo:>13.2f}")
 
 
 if __name__ == "__main__":

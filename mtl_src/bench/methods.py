@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from mtl_src import methods
+from mtl_src.autodiff import stack_losses
 from mtl_src.methods import Forward, StepContext
 
 TORCHJD = {"mgda": "MGDA", "pcgrad": "PCGrad", "cagrad": "CAGrad", "aligned_mtl": "AlignedMTL",
@@ -211,7 +212,7 @@ class Run:
             if self.torchjd is None:
                 def forward() -> Forward:
                     z, outs = model(x)
-                    return Forward(torch.stack(losses_of(outs)), z)
+                    return Forward(stack_losses(losses_of(outs)), z)
 
                 ctx = StepContext(timer.wrap("forward", forward), self.shared, self.opt, self.specific,
                                   last_shared=model.last_shared_parameters(), model=model,

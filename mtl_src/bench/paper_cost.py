@@ -76,7 +76,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mtl_src import benchmarks
 from mtl_src import methods as _methods
-from mtl_src.autodiff import task_gradients
+from mtl_src.autodiff import stack_losses, task_gradients
 
 __all__ = ["Primitives", "count_flops", "measure_primitives", "step_flops", "method_class", "BENCHES",
            "TABLES", "main"]
@@ -115,7 +115,7 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 def stand_in_losses(outputs: Sequence[Tensor]) -> Tensor:
     """One scalar per head (its output's mean): no counted FLOPs, like the benchmarks' losses."""
-    return torch.stack([o.float().mean() for o in outputs])
+    return stack_losses([o.float().mean() for o in outputs])
 
 
 def measure_primitives(model: benchmarks.MTLModel, x: Any, losses: Callable[[list[Tensor]], Tensor],

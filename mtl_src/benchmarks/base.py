@@ -82,7 +82,10 @@ class Benchmark(abc.ABC):
 
     @abc.abstractmethod
     def losses(self, outputs: list[Tensor], batch: Any) -> Tensor:
-        """The K task losses (1-D tensor) of a batch, from the heads' outputs."""
+        """The K task losses (1-D tensor) of a batch, from the heads' outputs.
+
+        Return them as ``mtl_src.autodiff.stack_losses([L_1, ..., L_K])``: the per-task backward
+        passes then run each task's own head only (a plain ``torch.stack`` works, more slowly)."""
 
     @abc.abstractmethod
     def evaluate(self, model: MTLModel, loader: DataLoader, device: torch.device) -> dict[str, float]:

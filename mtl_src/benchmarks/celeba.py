@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..autodiff import stack_losses
 from ..data import MissingDataError
 from ..data import data_root as _data_root
 from . import register
@@ -152,9 +153,9 @@ class CelebA(Benchmark):
     def losses(self, outputs: list[torch.Tensor], batch: Any) -> torch.Tensor:
         y = batch[1]
         if self.model == "cnn9":
-            return torch.stack([F.binary_cross_entropy_with_logits(o.squeeze(1), y[:, k].float())
-                                for k, o in enumerate(outputs)])
-        return torch.stack([F.cross_entropy(o, y[:, k]) for k, o in enumerate(outputs)])
+            return stack_losses([F.binary_cross_entropy_with_logits(o.squeeze(1), y[:, k].float())
+                                 for k, o in enumerate(outputs)])
+        return stack_losses([F.cross_entropy(o, y[:, k]) for k, o in enumerate(outputs)])
 
     def _predict(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         if self.model == "cnn9":

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..autodiff import stack_losses
 from ..data import data_root as _data_root
 from . import register
 from ._models import Normalize, SegNetSplit, dense_head, load_manifest
@@ -175,7 +176,7 @@ class DenseBenchmark(Benchmark):
     def losses(self, outputs: list[torch.Tensor], batch: Any) -> torch.Tensor:
         label = batch[1].long()
         seg = F.cross_entropy(outputs[0], label, ignore_index=-1) if (label >= 0).any() else outputs[0].sum() * 0
-        return torch.stack([seg, _depth_loss(outputs[1], batch[2])])
+        return stack_losses([seg, _depth_loss(outputs[1], batch[2])])
 
     def kpis(self, values: dict[str, float]) -> None:
         """No [0, 1] KPI is meaningful for depth (or normals): DTP is not defined here."""

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ..autodiff import stack_losses
 from ..data import cached_arrays, config_key, data_root
 from . import register
 from .base import Benchmark, Metric, MTLModel
@@ -173,7 +174,7 @@ class GradNormSynth(Benchmark):
 
     def losses(self, outputs: list[torch.Tensor], batch: Any) -> torch.Tensor:
         y = batch[1]
-        return torch.stack([((o - y[:, i]) ** 2).mean() for i, o in enumerate(outputs)])
+        return stack_losses([((o - y[:, i]) ** 2).mean() for i, o in enumerate(outputs)])
 
     @torch.no_grad()
     def evaluate(self, model: MTLModel, loader: DataLoader, device: torch.device) -> dict[str, float]:

@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ..autodiff import stack_losses
 from ..data import MissingDataError, cached_arrays, config_key, data_root
 from . import register
 from .base import Benchmark, Metric, MTLModel
@@ -188,7 +189,7 @@ class TwoDigitTasks:
         return MTLModel(lenet_encoder(self.size), [lenet_head() for _ in self.tasks])
 
     def losses(self, outputs: list[torch.Tensor], batch: Any) -> torch.Tensor:
-        return torch.stack([F.cross_entropy(outputs[0], batch[1]), F.cross_entropy(outputs[1], batch[2])])
+        return stack_losses([F.cross_entropy(outputs[0], batch[1]), F.cross_entropy(outputs[1], batch[2])])
 
     @torch.no_grad()
     def evaluate(self, model: MTLModel, loader: DataLoader, device: torch.device) -> dict[str, float]:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..autodiff import loss_parts, stack_losses
 from . import register
 from ._models import Normalize, dense_head
 from .base import Metric
@@ -71,7 +72,7 @@ class NYUv2(DenseBenchmark):
         target = batch[3]
         mask = (target.sum(1, keepdim=True) != 0).float()
         normal = 1 - (outputs[2] * target * mask).sum() / mask.sum().clamp_min(1.0)
-        return torch.cat([seg_depth, normal[None]])
+        return stack_losses([*(loss_parts(seg_depth) or seg_depth.unbind()), normal])
 
     def _batch_errors(self, outs: list[torch.Tensor], batch: Any) -> dict[str, float]:
         errs = super()._batch_errors(outs, batch)

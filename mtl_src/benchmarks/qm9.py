@@ -97,6 +97,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ..autodiff import stack_losses
 from ..data import MissingDataError, cached_arrays, config_key, data_root
 from . import register
 from .base import Benchmark, Metric, MTLModel
@@ -644,7 +645,7 @@ class QM9(Benchmark):
 
     def losses(self, outputs: list[Tensor], batch) -> Tensor:
         y = batch.y
-        return torch.stack([((o.squeeze(-1) - y[:, k]) ** 2).mean() for k, o in enumerate(outputs)])
+        return stack_losses([((o.squeeze(-1) - y[:, k]) ** 2).mean() for k, o in enumerate(outputs)])
 
     @torch.no_grad()
     def evaluate(self, model: MTLModel, loader, device: torch.device) -> dict[str, float]:

@@ -82,6 +82,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import render
+from ..autodiff import stack_losses
 from ..data import cached_arrays, config_key, data_root
 from . import Benchmark, Metric, MTLModel, register
 
@@ -395,7 +396,7 @@ class SynthScenes(Benchmark):
     def losses(self, outputs: list[Tensor], batch: Any) -> Tensor:
         y = batch[1]
         fns = {"segmentation": _seg_loss, "depth": _depth_loss, "normal": _normal_loss, "edge": _edge_loss}
-        return torch.stack([fns[t](o, y[t]) for t, o in zip(self.tasks, outputs)])
+        return stack_losses([fns[t](o, y[t]) for t, o in zip(self.tasks, outputs)])
 
     # -- evaluation -----------------------------------------------------------------------------
     def edge_max_dist(self) -> float:

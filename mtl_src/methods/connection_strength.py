@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..autodiff import task_gradients, write_grad
+from ..autodiff import scale_losses, task_gradients, task_loss, write_grad
 from . import register
 from .base import Method, StepContext, StepResult, _check_matrix, preference
 
@@ -232,13 +232,13 @@ class ConnectionStrength(Method):
                 losses = ctx.forward().losses
                 _check_losses(losses)
             ctx.optimizer.zero_grad(set_to_none=True)
-            (w[k] * losses[k]).backward()
+            (w[k] * task_loss(losses, k)).backward()
             release_unreached(ctx.specific)
             ctx.optimizer.step()
 
     def _phase2(self, ctx: StepContext, losses: Tensor, w: Tensor, groups: list[Any]) -> None:
         ctx.optimizer.zero_grad(set_to_none=True)
-        weighted = w * losses
+        weighted = scale_losses(losses, w)
         if not groups:  # no connection strength: the plain sum everywhere
             weighted.sum().backward()
             ctx.optimizer.step()
@@ -272,8 +272,9 @@ class ConnectionStrength(Method):
 def release_unreached(params: Sequence[Tensor]) -> None:
     """Set ``.grad`` to None for task-specific parameters whose gradient is exactly zero.
 
-    The task losses arrive stacked in one tensor, so a backward of one task's loss also writes zero
-    gradients into the other tasks' heads (the stack passes zeros down every branch). An optimizer
+    When the task losses arrive stacked in one tensor without their parts (not made by
+    :func:`mtl_src.autodiff.stack_losses`), a backward of one task's loss also writes zero gradients
+    into the other tasks' heads (the stack passes zeros down every branch). An optimizer
     with momentum or weight decay (Adam) would then still move those heads; the authors back-propagate
     separate loss tensors, where unreached parameters keep ``grad = None`` and are not stepped. Dropping
     exact-zero task-specific gradients restores that: a sequential step moves only the shared

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..autodiff import scale_losses
 from . import make, register
 from .base import Aggregator, Feedback, Forward, Method, StepContext, StepResult
 from .pivrg import check_performance_hp, performance_weights
@@ -98,7 +99,7 @@ class PerformanceInformed(Method):
             if own:
                 self._method.set_performance_weights(omega)
                 return out
-            return dataclasses.replace(out, losses=out.losses * omega.to(out.losses))
+            return dataclasses.replace(out, losses=scale_losses(out.losses, omega))
 
         res = self._method.step(dataclasses.replace(ctx, forward=forward))
         if raw:

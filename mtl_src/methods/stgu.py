@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..autodiff import weighted_sum
 from . import register
 from .base import Method, StepContext, StepResult, preference
 from .connection_strength import release_unreached
@@ -249,9 +250,8 @@ class STGU(Method):
         seq = self.ordered(groups)
         first = losses.detach()
         for m, group in enumerate(seq):
-            idx = torch.tensor(group, device=losses.device)
             ctx.optimizer.zero_grad(set_to_none=True)
-            (w[idx] * losses[idx]).sum().backward()
+            weighted_sum(losses, w, group).backward()  # the group's graphs only (autodiff.stack_losses)
             release_unreached(ctx.specific)  # only the group's own heads move (and the shared parameters)
             ctx.optimizer.step()
             before = losses.detach()

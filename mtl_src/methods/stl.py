@@ -7,6 +7,7 @@ import operator
 import torch
 from torch import Tensor
 
+from ..autodiff import task_loss
 from . import register
 from .base import LossWeighting, StepContext, StepResult
 
@@ -53,7 +54,7 @@ class SingleTask(LossWeighting):
 
     def total_loss(self, losses: Tensor, ctx: StepContext) -> Tensor:
         self.last_weights = self.loss_weights(losses.detach(), ctx)
-        return losses[self.task]
+        return task_loss(losses, self.task)  # task k's graph only (autodiff.stack_losses)
 
     def step(self, ctx: StepContext) -> StepResult:
         out = ctx.forward()
