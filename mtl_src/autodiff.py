@@ -111,7 +111,7 @@ def weighted_sum(
     ks = list(range(L.shape[0])) if idx is None else [int(k) for k in idx]
     if not ks:
         raise ValueError("weighted_sum over an empty set of tasks")
-    parts = loss_parts(losses)
+    parts = loss_parts(L)
     if parts is None:
         sel = torch.tensor(ks, device=L.device)
         return (w.to(L)[sel] * L[sel]).sum()
@@ -172,7 +172,7 @@ def task_gradients(
             warnings.warn(f"batched backward unavailable ({err}); using the per-task loop", RuntimeWarning)
     elif mode != "loop":
         raise ValueError(f"mode must be 'auto', 'loop' or 'batched', got {mode!r}")
-    parts = loss_parts(losses)
+    parts = loss_parts(L)
     rows = []
     for i in range(K):
         keep = retain_graph or i < K - 1

@@ -174,9 +174,13 @@ class DenseBenchmark(Benchmark):
         return MTLModel(enc, self._heads(enc.out_channels))
 
     def losses(self, outputs: list[torch.Tensor], batch: Any) -> torch.Tensor:
+        return stack_losses(self._task_losses(outputs, batch))
+
+    def _task_losses(self, outputs: list[torch.Tensor], batch: Any) -> list[torch.Tensor]:
+        """The scalar task losses, in task order (a subclass appends its extra tasks' losses)."""
         label = batch[1].long()
         seg = F.cross_entropy(outputs[0], label, ignore_index=-1) if (label >= 0).any() else outputs[0].sum() * 0
-        return stack_losses([seg, _depth_loss(outputs[1], batch[2])])
+        return [seg, _depth_loss(outputs[1], batch[2])]
 
     def kpis(self, values: dict[str, float]) -> None:
         """No [0, 1] KPI is meaningful for depth (or normals): DTP is not defined here."""

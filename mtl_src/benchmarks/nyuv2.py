@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..autodiff import loss_parts, stack_losses
 from . import register
 from ._models import Normalize, dense_head
 from .base import Metric
@@ -67,12 +66,11 @@ class NYUv2(DenseBenchmark):
     def _heads(self, c: int) -> list[nn.Module]:
         return [dense_head(c, self.CLASSES), dense_head(c, 1), nn.Sequential(dense_head(c, 3), Normalize())]
 
-    def losses(self, outputs: list[torch.Tensor], batch: Any) -> torch.Tensor:
-        seg_depth = super().losses(outputs, batch)
+    def _task_losses(self, outputs: list[torch.Tensor], batch: Any) -> list[torch.Tensor]:
         target = batch[3]
         mask = (target.sum(1, keepdim=True) != 0).float()
         normal = 1 - (outputs[2] * target * mask).sum() / mask.sum().clamp_min(1.0)
-        return stack_losses([*(loss_parts(seg_depth) or seg_depth.unbind()), normal])
+        return [*super()._task_losses(outputs, batch), normal]
 
     def _batch_errors(self, outs: list[torch.Tensor], batch: Any) -> dict[str, float]:
         errs = super()._batch_errors(outs, batch)

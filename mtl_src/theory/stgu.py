@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import methods
+from ..autodiff import weighted_sum
 from ..methods import Forward, StepContext, StepResult
 from ..methods.stgu import STGU, _check_losses
 from ..methods.connection_strength import release_unreached
@@ -821,9 +822,8 @@ class PairingSTGU(STGU):
         first = losses.detach()
         hist = [first]
         for mm, group in enumerate(seq):
-            idx = torch.tensor(group)
             ctx.optimizer.zero_grad(set_to_none=True)
-            (w[idx] * losses[idx]).sum().backward()
+            weighted_sum(losses, w, group).backward()  # the group's graphs only (autodiff.stack_losses)
             release_unreached(ctx.specific)
             ctx.optimizer.step()
             losses = ctx.forward().losses
