@@ -211,8 +211,9 @@ class TaskBNTailModel(MTLModel):
       and the tail's shared weights as ``shared_parameters()``;
     - **representation-space methods** (``mgda_ub``, ``aligned_mtl_ub``) differentiate against
       ``Z``, the trunk's output, which every task's loss depends on (a genuinely shared
-      representation; the tail's shared weights are then updated by the aggregated direction like any
-      other shared parameter);
+      representation). The aggregated d_Z reaches the trunk only; the tail's shared weights lie
+      after Z, so they are trained like the heads, by the gradient of the heads' weighted loss
+      sum_k lambda_k L_k (see ``Aggregator.step``);
     - **Connection Strength** reads ``task_bn_groups()``: one group per tail conv followed by task BNs;
     - **single-task learning** (``stl:k``) trains task k's path; the other tasks' BNs and heads get no
       gradient.

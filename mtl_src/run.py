@@ -7,7 +7,11 @@ The jupytext source is converted to .ipynb, the ``parameters`` cell's defaults a
 -> one message naming the fix, nothing run), and the executed notebook is written to
 ``results/runs/<notebook>-<timestamp>/`` (``--out-dir`` to choose). The run folder is created as
 ``<dir>.partial`` and renamed when the notebook finished; a failed run is renamed ``<dir>.failed``.
-If the notebook has an ``out_dir`` parameter (and it is not given) it is pointed at that folder.
+If the notebook has an ``out_dir`` parameter (and it is not given) it is pointed at that folder, except
+in the ``reference`` profile: the reference runs of an experiment chapter go to
+``results/reference/<benchmark>/`` (committed with the code; finished runs are skipped, interrupted ones
+resume from their checkpoints, so the set may be produced over several invocations), with
+``provenance.json`` recording this command, the commit and the wall time of every run.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import argparse
 import ast
 import datetime as _dt
 import json
+import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -26,7 +32,7 @@ __all__ = ["main", "read_parameters", "validate", "ParameterError"]
 COUNT_NAMES = {"iterations", "epochs", "n_seeds", "draws", "n_draws", "batch_size"}
 #: counts that must be at least 1 (zero epochs would train nothing and report an untrained network)
 POSITIVE_NAMES = {"epochs", "n_seeds", "batch_size"}
-PROFILES = ("fast", "paper")
+PROFILES = ("fast", "reference", "paper")
 
 
 class ParameterError(ValueError):
@@ -176,6 +182,25 @@ def _check_prepared_data(defaults: dict[str, Any], clean: dict[str, Any], notebo
         raise ParameterError(f"benchmark {name!r} ({profile} profile) reads prepared data: {err}") from None
 
 
+#: where the committed reference runs of each benchmark live (relative to the repository root)
+REFERENCE_ROOT = Path("results") / "reference"
+COMMAND_ENV = "MTL_COMPANION_COMMAND"  # = mtl_src.provenance.COMMAND_ENV (not imported: keep the CLI light)
+
+
+def reference_dir(defaults: dict[str, Any], overrides: dict[str, Any], notebook: str) -> Path | None:
+    """``results/reference/<benchmark>`` when an experiment notebook runs in the reference profile, else None."""
+    if overrides.get("profile", defaults.get("profile")) != "reference":
+        return None
+    name = overrides.get("benchmark", defaults.get("benchmark"))
+    if name is None:
+        from .experiment import CHAPTER_BENCHMARKS
+
+        name = CHAPTER_BENCHMARKS.get(notebook, {}).get("reference")
+    if not isinstance(name, str):
+        raise ParameterError(f"{notebook}: no benchmark for the reference profile; pass -p benchmark NAME")
+    return REFERENCE_ROOT / name
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mtl_src.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("notebook", type=Path, help="jupytext .md (or .ipynb) notebook")
@@ -209,7 +234,17 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out_dir or Path("results") / "runs" / f"{args.notebook.stem}-{stamp}"
     partial = out.with_name(out.name + ".partial")
     if "out_dir" in defaults and "out_dir" not in overrides:
-        overrides["out_dir"] = str(partial)  # the folder is renamed to `out` once the run succeeded
+        try:
+            reference = reference_dir(defaults, overrides, args.notebook.stem)
+        except ParameterError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if reference is not None:
+            # the reference runs accumulate (and resume) in results/reference/<benchmark>/, which is committed
+            overrides["out_dir"] = str(reference)
+        else:
+            overrides["out_dir"] = str(partial)  # the folder is renamed to `out` once the run succeeded
+    os.environ[COMMAND_ENV] = shlex.join(["python", "-m", "mtl_src.run", *(argv if argv is not None else sys.argv[1:])])
     print(f"{args.notebook}: {json.dumps(overrides)}")
     if args.dry_run:
         return 0

@@ -196,9 +196,19 @@ class Aggregator(Method):
                 )
             G = task_gradients(losses, [Z], retain_graph=True)
             dZ = self.aggregate(G).view_as(Z)
-            grads = torch.autograd.grad(Z, list(ctx.shared), grad_outputs=dZ, retain_graph=keep, allow_unused=True)
+            grads = torch.autograd.grad(Z, list(ctx.shared), grad_outputs=dZ, retain_graph=True, allow_unused=True)
+            # Shared parameters that Z does not depend on lie *after* Z (e.g. the shared tail convs of a
+            # TaskBNTailModel, which feed the task-specific BNs): J^T d_Z cannot reach them. They are
+            # treated like the task-specific part, i.e. they get the heads' gradient of sum_k lambda_k L_k
+            # below. (Giving them zeros froze them at their initialisation: MGDA-UB / Aligned-MTL-UB then
+            # trained a network with a random fixed tail and collapsed on the task-BN LeNet.)
+            after_z = []
             for p, g in zip(ctx.shared, grads):
-                p.grad = torch.zeros_like(p) if g is None else g.detach()
+                if g is None:
+                    after_z.append(p)
+                else:
+                    p.grad = g.detach()
+            specific = specific + [p for p in after_z if p.requires_grad]
         if specific:
             lam = self.head_weights()
             if lam is not None and (lam.shape != losses.shape or not bool(torch.isfinite(lam).all())):
@@ -207,6 +217,10 @@ class Aggregator(Method):
             grads = torch.autograd.grad(total, specific, allow_unused=True)
             for p, g in zip(specific, grads):
                 p.grad = None if g is None else g.detach()
+        if self.space == "representation":
+            for p in ctx.shared:  # a shared parameter no loss reaches: a zero gradient, as before
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
         ctx.optimizer.step()
         return StepResult(losses.detach(), self.diagnostics())
 

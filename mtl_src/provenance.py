@@ -1,0 +1,121 @@
+"""Where a set of results came from: commit, command, packages, CPU, wall time of every run.
+
+Reference runs are committed with the code that produced them. :func:`record_run` keeps
+``<out_dir>/provenance.json`` up to date after every finished run (written atomically): the environment
+of each invocation that added runs (commit and whether the training code had uncommitted changes, the
+exact command, Python / package versions, CPU model, torch threads) and, per (method, seed), its wall
+time and the invocation it belongs to. :func:`training_code_changed` tells a chapter whether the code
+that trains has changed since the commit a set of results records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TRAINING_CODE", "PROVENANCE", "environment", "record_run", "load", "training_code_changed", "git"]
+
+#: the file in an out_dir that records where its runs came from
+PROVENANCE = "provenance.json"
+
+#: paths (relative to the repository root) whose changes can change a training run's numbers; the
+#: report, statistics, plotting and theory modules are not among them
+TRAINING_CODE: tuple[str, ...] = (
+    "mtl_src/methods", "mtl_src/benchmarks", "mtl_src/train.py", "mtl_src/autodiff.py", "mtl_src/nn.py",
+    "mtl_src/solvers.py", "mtl_src/linalg.py", "mtl_src/data.py", "mtl_src/experiment.py", "mtl_src/metrics.py",
+)
+
+#: the environment variable the runner (``python -m mtl_src.run``) sets to its own command line
+COMMAND_ENV = "MTL_COMPANION_COMMAND"
+
+_PACKAGES = ("torch", "numpy", "scipy", "pandas", "torch_geometric", "rdkit", "mlxtend", "qm9pack")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def git(*args: str) -> str | None:
+    """Output of ``git args`` in the repository (None when git or the repository is unavailable)."""
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    """This process's commit, training-code state, command, versions and machine."""
+    import torch
+
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    status = git("status", "--porcelain", "--", *TRAINING_CODE)
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "training_code_dirty": None if status is None else bool(status),
+        "command": os.environ.get(COMMAND_ENV) or shlex.join([sys.executable, *sys.argv]),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "packages": versions,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads_per_run": 1,
+    }
+
+
+def load(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The provenance of ``out_dir`` (empty structure when there is none)."""
+    path = Path(out_dir) / PROVENANCE
+    if not path.exists():
+        return {"invocations": [], "runs": {}}
+    return json.loads(path.read_text())
+
+
+def _write(obj: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def record_run(out_dir: str | os.PathLike, spec: str, seed: int, wall_s: float, env: dict[str, Any]) -> None:
+    """Add run (spec, seed) with its wall time to ``<out_dir>/provenance.json``, under invocation ``env``."""
+    prov = load(out_dir)
+    if not prov["invocations"] or prov["invocations"][-1] != env:
+        prov["invocations"].append(env)
+    prov["runs"][f"{spec}|{seed}"] = {"wall_s": round(float(wall_s), 2), "invocation": len(prov["invocations"]) - 1,
+                                      "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _write(prov, Path(out_dir) / PROVENANCE)
+
+
+def training_code_changed(commit: str | None) -> bool | None:
+    """Has the training code (:data:`TRAINING_CODE`) changed between ``commit`` and this checkout
+    (committed or not)? None when it cannot be told (no git, unknown commit)."""
+    if not commit:
+        return None
+    out = git("diff", "--name-only", commit, "--", *TRAINING_CODE)
+    if out is None:
+        return None
+    return bool(out.strip())
