@@ -64,8 +64,9 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".csv.tmp")
     os.close(fd)
-    try:
-        frame.to_csv(tmp, index=False)
+    try:  # a .gz path is written gzip-compressed (with a fixed mtime, so equal content gives equal bytes)
+        frame.to_csv(tmp, index=False,
+                     compression={"method": "gzip", "mtime": 0} if path.suffix == ".gz" else None)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -224,7 +225,7 @@ def run(
     for spec in specs:  # fail before training anything
         _methods.make(spec, **hyperparameters.get(spec, {}))
     cfg = _training(bench, train_overrides)
-    csv = Path(out_dir) / "results.csv" if out_dir is not None else None
+    csv = results_path(out_dir) if out_dir is not None else None
     frame = pd.DataFrame(columns=RESULT_COLUMNS)
     if csv is not None:
         check_run_config(out_dir, run_config(bench, cfg, hyperparameters))
@@ -243,6 +244,13 @@ def run(
         if kwargs.get("checkpoint"):  # the run's rows are safe in the CSV: its checkpoint is no longer needed
             Path(kwargs["checkpoint"]).unlink(missing_ok=True)
     return frame
+
+
+def results_path(out_dir: str | os.PathLike) -> Path:
+    """``<out_dir>/results.csv``, or ``results.csv.gz`` where the folder holds that (committed reference
+    runs are compressed; a resumed run keeps adding to the compressed file)."""
+    gz = Path(out_dir) / "results.csv.gz"
+    return gz if gz.exists() else Path(out_dir) / "results.csv"
 
 
 def _checkpointing(out_dir: str | os.PathLike | None, spec: str, seed: int) -> dict[str, Any]:
@@ -285,7 +293,7 @@ def check_run_config(out_dir: str | os.PathLike, config: dict[str, Any]) -> None
                 f"(or delete {out}) instead of mixing configurations in one results.csv"
             )
         return
-    if (out / "results.csv").exists():
+    if results_path(out).exists():
         raise ValueError(f"{out}/results.csv has no {RUN_CONFIG}, so its configuration is unknown; "
                          "use another out_dir (or delete the folder)")
     save_json(config, path)
@@ -396,7 +404,7 @@ class Study:
 
     @property
     def csv(self) -> Path:
-        return self.out_dir / "results.csv"
+        return results_path(self.out_dir)
 
     def train_baseline(self, progress: bool = False) -> dict[str, float]:
         """The benchmark's Delta m baseline: single-task learning of every task (trained, cached; its
