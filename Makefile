@@ -77,6 +77,10 @@ build/notebooks/%.ipynb: notebooks/%.md | $(STAMP)
 book/chapters/%.ipynb: build/notebooks/%.ipynb $(PY_SRC) $(EXPORTER) | $(STAMP)
 	$(NBVAL) $<
 
+# The claims ledger collects the ledgers the other chapters save when executed: it runs after them.
+CLAIMS := book/chapters/summary/claims.ipynb
+$(CLAIMS): $(filter-out $(CLAIMS),$(NB_OUT))
+
 # ---------------------------------------------------------------- book
 book: $(NB_OUT) | $(STAMP)
 	$(prune_orphans)

@@ -22,7 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TRAINING_CODE", "PROVENANCE", "environment", "record_run", "load", "training_code_changed", "git"]
+__all__ = ["TRAINING_CODE", "PROVENANCE", "environment", "record_run", "load", "training_code_changed",
+           "changed_training_files", "git"]
 
 #: the file in an out_dir that records where its runs came from
 PROVENANCE = "provenance.json"
@@ -108,6 +109,15 @@ def record_run(out_dir: str | os.PathLike, spec: str, seed: int, wall_s: float, 
     prov["runs"][f"{spec}|{seed}"] = {"wall_s": round(float(wall_s), 2), "invocation": len(prov["invocations"]) - 1,
                                       "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     _write(prov, Path(out_dir) / PROVENANCE)
+
+
+def changed_training_files(commit: str | None) -> list[str] | None:
+    """The training-code files (:data:`TRAINING_CODE`) that differ between ``commit`` and this checkout
+    (None when it cannot be told)."""
+    if not commit:
+        return None
+    out = git("diff", "--name-only", commit, "--", *TRAINING_CODE)
+    return None if out is None else [line for line in out.splitlines() if line.strip()]
 
 
 def training_code_changed(commit: str | None) -> bool | None:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from . import provenance as _provenance
 
-__all__ = ["ROOT", "ReferenceRuns", "load", "available", "compress", "reproduce"]
+__all__ = ["ROOT", "ReferenceRuns", "load", "load_folder", "from_study", "available", "compress", "reproduce"]
 
 #: the committed reference runs, one folder per benchmark
 ROOT = _provenance.ROOT / "results" / "reference"
@@ -125,9 +125,11 @@ class ReferenceRuns:
         if changed is None:
             state = "**whether the training code changed since cannot be told here** (no git history)"
         elif changed:
+            files = sorted({f for c in self.commits for f in (_provenance.changed_training_files(c) or [])})
             state = ("**the training code has changed since these runs** (or they were trained from uncommitted "
-                     "code): the numbers below may no longer be what the code produces; re-run the reference "
-                     "profile")
+                     f"code; files: {', '.join(f'`{f}`' for f in files) or 'uncommitted changes'}): the numbers below "
+                     "are those of the older code. The reproducibility sample at the end of this page re-trains "
+                     "some of them with today's code; re-run the reference profile to refresh them all")
         else:
             state = "the training code is unchanged since (`git diff` of the training modules is empty)"
         return (f"Reference runs of `{self.name}`: {len(self.methods)} methods x seeds {self.seeds}, trained at "
@@ -145,14 +147,29 @@ def available(root: str | os.PathLike | None = None) -> list[str]:
 def load(name: str, root: str | os.PathLike | None = None, *, build: bool = True) -> ReferenceRuns | None:
     """The committed reference runs of benchmark ``name`` (None when there are none). ``build``: also
     build the benchmark in the reference profile and check that its configuration is the one recorded."""
+    return load_folder((Path(root) if root is not None else ROOT) / name, name, build=build)
+
+
+def from_study(study) -> ReferenceRuns:
+    """The runs of a :class:`mtl_src.experiment.Study` (after ``train_all``) in the same form, so that a
+    chapter run in another profile analyses its own runs the same way."""
+    ref = load_folder(study.out_dir, study.bench.name, build=False)
+    if ref is None:
+        raise RuntimeError(f"{study.out_dir} holds no results; call study.train_all() first")
+    ref.bench, ref.baseline = study.bench, dict(study.baseline)
+    return ref
+
+
+def load_folder(folder: str | os.PathLike, name: str, *, build: bool = True) -> ReferenceRuns | None:
+    """Runs saved by the runner in ``folder`` (results, stl.csv, run_config.json, provenance.json)."""
     from .experiment import RUN_CONFIG, baseline_from_stl, read_results
 
-    folder = (Path(root) if root is not None else ROOT) / name
+    folder = Path(folder)
     path = _results_file(folder)
     if path is None:
         return None
     results = read_results(path)
-    stl_rows = read_results(folder / "stl.csv")
+    stl_rows = read_results(folder / "stl.csv") if (folder / "stl.csv").exists() else results.iloc[:0]
     config = json.loads((folder / RUN_CONFIG).read_text())
     prov = _provenance.load(folder)
     ref = ReferenceRuns(name, folder, results, stl_rows, config, prov)

@@ -198,6 +198,12 @@ def reference_dir(defaults: dict[str, Any], overrides: dict[str, Any], notebook:
         name = CHAPTER_BENCHMARKS.get(notebook, {}).get("reference")
     if not isinstance(name, str):
         raise ParameterError(f"{notebook}: no benchmark for the reference profile; pass -p benchmark NAME")
+    from . import benchmarks
+
+    try:  # constructors are cheap (data are built lazily) and reject a profile they do not define
+        benchmarks.make(name, profile="reference")
+    except ValueError as err:
+        raise ParameterError(f"benchmark {name!r} has no reference profile yet ({err})") from None
     return REFERENCE_ROOT / name
 
 

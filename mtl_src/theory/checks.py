@@ -98,3 +98,21 @@ class Ledger:
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
+
+    def save(self, chapter: str, directory: str | None = None):
+        """Write the ledger to ``<LEDGER_DIR>/<chapter>.csv`` for the book's claims-ledger page
+        (:data:`mtl_src.evidence.LEDGER_DIR`): claim, source, what was measured, verdict."""
+        from pathlib import Path
+
+        from ..evidence import LEDGER_DIR
+        from ..experiment import write_csv
+
+        t = self.table()
+        out = pd.DataFrame({
+            "verdict": t["verdict"], "claim": t["statement"], "source": t["source"],
+            "measured": [f"{c}: held in {h} draws (worst margin {w:+.2e})" + (f"; counterexample detected {d}" if d else "")
+                         for c, h, w, d in zip(t["check"], t["held in"], t["worst margin"], t["counterexample detected"])],
+            "scale": "", "chapter": chapter, "kind": "theory"})
+        path = Path(directory or LEDGER_DIR) / f"{chapter.replace('/', '__')}.csv"
+        write_csv(out, path)
+        return path
