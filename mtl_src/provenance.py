@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["TRAINING_CODE", "PROVENANCE", "environment", "record_run", "load", "training_code_changed",
-           "changed_training_files", "git"]
+           "changed_training_files", "training_paths", "git"]
 
 #: the file in an out_dir that records where its runs came from
 PROVENANCE = "provenance.json"
@@ -111,21 +111,37 @@ def record_run(out_dir: str | os.PathLike, spec: str, seed: int, wall_s: float, 
     _write(prov, Path(out_dir) / PROVENANCE)
 
 
-def changed_training_files(commit: str | None) -> list[str] | None:
-    """The training-code files (:data:`TRAINING_CODE`) that differ between ``commit`` and this checkout
-    (None when it cannot be told)."""
+def training_paths(benchmark: str | None = None) -> list[str]:
+    """The paths whose changes can change the runs of ``benchmark``: :data:`TRAINING_CODE`, less the
+    modules of the *other* benchmarks that ``benchmark``'s own module does not import (a change to the
+    QM9 loader does not make MultiMNIST's runs stale). None: all of :data:`TRAINING_CODE`."""
+    if benchmark is None:
+        return list(TRAINING_CODE)
+    folder = ROOT / "mtl_src" / "benchmarks"
+    own = folder / f"{benchmark}.py"
+    text = own.read_text() if own.exists() else ""
+    others = []
+    for path in sorted(folder.glob("*.py")):
+        stem = path.stem
+        if stem.startswith("_") or stem in ("base", "__init__", benchmark):
+            continue
+        if f"from .{stem} import" in text or f"from . import {stem}" in text:
+            continue
+        others.append(f":(exclude)mtl_src/benchmarks/{path.name}")
+    return [*TRAINING_CODE, *others]
+
+
+def changed_training_files(commit: str | None, benchmark: str | None = None) -> list[str] | None:
+    """The training-code files (:func:`training_paths`) that differ between ``commit`` and this checkout,
+    committed or not (None when it cannot be told: no git, unknown commit)."""
     if not commit:
         return None
-    out = git("diff", "--name-only", commit, "--", *TRAINING_CODE)
+    out = git("diff", "--name-only", commit, "--", *training_paths(benchmark))
     return None if out is None else [line for line in out.splitlines() if line.strip()]
 
 
-def training_code_changed(commit: str | None) -> bool | None:
-    """Has the training code (:data:`TRAINING_CODE`) changed between ``commit`` and this checkout
-    (committed or not)? None when it cannot be told (no git, unknown commit)."""
-    if not commit:
-        return None
-    out = git("diff", "--name-only", commit, "--", *TRAINING_CODE)
-    if out is None:
-        return None
-    return bool(out.strip())
+def training_code_changed(commit: str | None, benchmark: str | None = None) -> bool | None:
+    """Has the training code of ``benchmark`` (:func:`training_paths`) changed between ``commit`` and
+    this checkout (committed or not)? None when it cannot be told (no git, unknown commit)."""
+    files = changed_training_files(commit, benchmark)
+    return None if files is None else bool(files)

@@ -108,7 +108,7 @@ class ReferenceRuns:
 
     def training_code_changed(self) -> bool | None:
         """True when the training code differs from that of any commit the runs record (None: unknown)."""
-        flags = [_provenance.training_code_changed(c if c != "unknown" else None) for c in self.commits]
+        flags = [_provenance.training_code_changed(c if c != "unknown" else None, self.name) for c in self.commits]
         dirty = any(i.get("training_code_dirty") for i in self.provenance.get("invocations", []))
         if dirty:
             return True
@@ -125,7 +125,7 @@ class ReferenceRuns:
         if changed is None:
             state = "**whether the training code changed since cannot be told here** (no git history)"
         elif changed:
-            files = sorted({f for c in self.commits for f in (_provenance.changed_training_files(c) or [])})
+            files = sorted({f for c in self.commits for f in (_provenance.changed_training_files(c, self.name) or [])})
             state = ("**the training code has changed since these runs** (or they were trained from uncommitted "
                      f"code; files: {', '.join(f'`{f}`' for f in files) or 'uncommitted changes'}): the numbers below "
                      "are those of the older code. The reproducibility sample at the end of this page re-trains "

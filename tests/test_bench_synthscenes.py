@@ -414,3 +414,20 @@ def test_evaluate_restores_the_mode_and_perfect_model_scores(bench):
     v = bench.evaluate(model, loader, torch.device("cpu"))
     assert model.training
     assert v["seg_miou"] == 1.0 and v["depth_abs"] == 0.0 and v["edge_odsf"] == pytest.approx(1.0)
+
+
+def test_validation_split_is_rendered_apart_and_keeps_the_fast_cache_key(tmp_path):
+    from mtl_src import benchmarks
+
+    plain = benchmarks.make("synthscenes", profile="fast", data_root=str(tmp_path), n_train=4, n_test=4)
+    with_val = benchmarks.make("synthscenes", profile="fast", data_root=str(tmp_path), n_train=4, n_test=4, n_val=3)
+    assert "n_val" not in plain.data_config() and with_val.data_config()["n_val"] == 3
+    ds = with_val.datasets()
+    assert {k: len(v) for k, v in ds.items()} == {"train": 4, "val": 3, "test": 4}
+    a = with_val.arrays()
+    for other in ("train", "test"):  # the validation scenes are their own draws
+        assert not any((a["val_rgb"][i] == a[f"{other}_rgb"][j]).all() for i in range(3) for j in range(4))
+    ref = benchmarks.make("synthscenes", profile="reference", data_root=str(tmp_path))
+    assert ref.n_val > 0 and ref.training()["eval_splits"] == ("val", "test")
+    with pytest.raises(ValueError, match="n_val"):
+        benchmarks.make("synthscenes", profile="fast", n_val=-1)

@@ -170,3 +170,12 @@ def test_runner_refuses_the_reference_profile_where_a_benchmark_has_none(capsys)
 
     assert run.main(["notebooks/experiments/04_qm9.md", "--profile", "reference", "--dry-run"]) == 2
     assert "has no reference profile yet" in capsys.readouterr().err
+
+
+def test_training_paths_of_a_benchmark_leave_out_the_other_benchmarks():
+    paths = provenance.training_paths("multimnist")
+    assert ":(exclude)mtl_src/benchmarks/qm9.py" in paths
+    assert not any(p.endswith("/multimnist.py") for p in paths)   # its own module stays tracked
+    assert "mtl_src/methods" in paths and "mtl_src/train.py" in paths
+    full = provenance.training_paths("multimnist_full")        # imports multimnist: keeps tracking it
+    assert ":(exclude)mtl_src/benchmarks/multimnist.py" not in full
