@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["TRAINING_CODE", "PROVENANCE", "environment", "record_run", "load", "training_code_changed",
-           "changed_training_files", "training_paths", "git"]
+           "changed_training_files", "training_paths", "same_machine_kind", "git"]
 
 #: the file in an out_dir that records where its runs came from
 PROVENANCE = "provenance.json"
@@ -61,6 +61,26 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_flags() -> str | None:
+    """A short hash of the CPU's instruction-set flags (kernels, hence float rounding, depend on them)."""
+    import hashlib
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = " ".join(sorted(line.split(":", 1)[1].split()))
+                return hashlib.sha256(flags.encode()).hexdigest()[:16]
+    except OSError:
+        pass
+    return None
+
+
+def same_machine_kind(env: dict[str, Any]) -> bool:
+    """Is this machine's CPU the one ``env`` (a recorded invocation) ran on: same model name and same
+    instruction-set flags (False when either was not recorded)?"""
+    return bool(env.get("cpu_flags")) and env.get("cpu") == _cpu_model() and env.get("cpu_flags") == _cpu_flags()
+
+
 def environment() -> dict[str, Any]:
     """This process's commit, training-code state, command, versions and machine."""
     import torch
@@ -80,6 +100,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "packages": versions,
         "cpu": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
         "cpu_count": os.cpu_count(),
         "torch_threads_per_run": 1,
     }

@@ -192,8 +192,19 @@ def reproduce(ref: ReferenceRuns, pairs: list[tuple[str, int]], epochs: int = 1)
     """Re-train the first ``epochs`` of each (method, seed) in ``pairs`` with the recorded configuration
     and compare every metric of those epochs (test/val metrics and training losses) with the committed
     rows. Returns one row per compared value: method, seed, epoch, split, metric, committed, now, abs_diff."""
+    import torch
+
     from .train import train
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the runner's workers trained them (provenance: torch_threads_per_run)
+    try:
+        return _reproduce(ref, pairs, epochs, train)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _reproduce(ref: ReferenceRuns, pairs: list[tuple[str, int]], epochs: int, train) -> pd.DataFrame:
     cfg = dict(ref.run_config["train"])
     if "eval_splits" in cfg:
         cfg["eval_splits"] = tuple(cfg["eval_splits"])
