@@ -32,8 +32,32 @@ def test_pareto_set_is_stationary_and_not_dominated():
 def test_fast_toy_path_equals_the_generic_step(name):
     fast = train_toy(name, iterations=150)
     slow = train_toy(name, iterations=150, fast=False)
-    np.testing.assert_allclose(fast.xs, slow.xs, atol=1e-10)
-    np.testing.assert_allclose(fast.losses, slow.losses, atol=1e-10)
+    # The start (0, 0) lies on the toy's mirror axis x1 = 0, an unstable invariant line: the closed-form
+    # numpy Jacobian and autograd differ there by ~1e-16, and a method whose direction is not exactly
+    # mirror-symmetric (CAGrad's dual weight a ~ 0.5 from a root formula) lets Adam amplify that
+    # difference (1e-16 after 2 steps -> 1e-7 after 3, 7e-4 after 150; measured). On that start the paths
+    # are compared over their first 2 steps, on every other start over all 150.
+    axis = np.flatnonzero(np.abs(toy.START_POINTS.double().numpy()[:, 0]) < 1e-12)
+    off = np.setdiff1d(np.arange(len(fast.xs)), axis)
+    np.testing.assert_allclose(fast.xs[off], slow.xs[off], atol=1e-10)
+    np.testing.assert_allclose(fast.losses[off], slow.losses[off], atol=1e-10)
+    np.testing.assert_allclose(fast.xs[axis, :3], slow.xs[axis, :3], atol=1e-10)
+
+
+def test_cagrad_two_task_dual_finds_the_double_root_of_mirror_gradients():
+    """Nearly mirror-image task gradients (the toy's third step from (0, 0), values recorded): the dual's
+    minimiser is a double root near a = 1/2 and rounding makes the discriminant negative (-1.4e-42).
+    The solver used to fall back to the end points and returned a = 0, whose objective is larger."""
+    from mtl_src.methods.cagrad import _two_task_dual
+
+    A = np.array([[1.0000000000000002, 0.9999999272307093], [0.9999999272307093, 0.9999999999999998]])
+    Ab = np.array([0.9999999636153547, 0.9999999636153545])
+    sqrt_phi = 0.39999999272307085
+    qa, qb, qc, p = A[0, 0] + A[1, 1] - 2 * A[0, 1], 2 * (A[0, 1] - A[1, 1]), A[1, 1], Ab[0] - Ab[1]
+    F = lambda a: a * p + sqrt_phi * np.sqrt(max(qa * a * a + qb * a + qc, 0.0))  # noqa: E731
+    a = _two_task_dual(A, Ab, sqrt_phi)[0]
+    assert a == pytest.approx(0.5, abs=1e-6)
+    assert F(a) <= F(0.5) + 1e-15 < F(0.0)
 
 
 @pytest.mark.parametrize("name", methods.available() + ["pi:famo", "pi:si", "pi:nash_mtl"])

@@ -94,6 +94,11 @@ def _two_task_dual(A: np.ndarray, Ab: np.ndarray, sqrt_phi: float) -> np.ndarray
     c2, c1, c0 = 4.0 * qa * (qa - k), 4.0 * qb * (qa - k), qb * qb - 4.0 * k * qc
     if abs(c2) > 1e-300:
         disc = c1 * c1 - 4.0 * c2 * c0
+        # the double root -c1 / (2 c2) (= the vertex -qb / (2 qa) of q) is always a candidate: when the two
+        # task gradients are mirror images (p ~ 0) the roots coincide there and rounding can make disc
+        # slightly negative; without it only the end points were left and the wrong one (a = 0, not 0.5)
+        # was chosen. Any a in [0, 1] is feasible, so an extra candidate never makes the answer worse.
+        cands.append(-c1 / (2.0 * c2))
         if disc >= 0.0:
             r = np.sqrt(disc)
             cands += [(-c1 - r) / (2.0 * c2), (-c1 + r) / (2.0 * c2)]
